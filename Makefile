@@ -1,0 +1,69 @@
+# cocalc-kubernetes: build, test and local clusters.
+#
+# Every tool comes from a pinned Go module (ci/tools/*/go.mod) or from
+# Debian packages (ci/install-deps.sh); nothing is downloaded from a website.
+# `make help` lists the targets.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+GO      ?= go
+BIN     := $(CURDIR)/bin
+HELM    := $(BIN)/helm
+HELM4   := $(BIN)/helm4
+CHART   := charts/cocalc
+# Identical flags for every tool build, so Go's build cache is reused.
+TOOL_BUILD := CGO_ENABLED=0 $(GO) build -trimpath
+
+export PATH := $(BIN):$(PATH)
+
+.PHONY: help
+help: ## list targets
+	@grep -hE '^[a-zA-Z0-9_-]+:.*## ' $(MAKEFILE_LIST) | sort | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+##@ Tools (built from pinned Go modules)
+
+.PHONY: deps
+deps: ## install the Debian packages the tests need (idempotent)
+	@ci/install-deps.sh
+
+.PHONY: tools
+tools: $(HELM) $(HELM4) ## build helm (v3) and helm4 into bin/
+
+$(HELM): ci/tools/helm3/go.mod ci/tools/helm3/go.sum
+	cd ci/tools/helm3 && $(TOOL_BUILD) -o $@ helm.sh/helm/v3/cmd/helm
+
+$(HELM4): ci/tools/helm4/go.mod ci/tools/helm4/go.sum
+	cd ci/tools/helm4 && $(TOOL_BUILD) -o $@ helm.sh/helm/v4/cmd/helm
+
+.PHONY: build
+build: ## build the orchestrator (static) into bin/
+	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/cocalc-k8s ./tools/cmd/cocalc-k8s
+
+##@ Tests
+
+.PHONY: test
+test: deps tools build ## everything CI runs: vet, unit (-race), render, api-tier suites
+	$(GO) vet ./...
+	$(GO) test -race -count=1 ./tools/...
+	$(GO) test -count=1 -timeout 60m ./test/...
+
+.PHONY: test-fast
+test-fast: tools ## unit and render suites only (no cluster)
+	$(GO) test -short -count=1 ./tools/... ./test/...
+
+.PHONY: lint
+lint: tools ## gofmt, go vet and helm lint --strict (helm 3 and 4)
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }
+	$(GO) vet ./...
+	$(HELM) lint --strict $(CHART)
+	$(HELM4) lint --strict $(CHART)
+
+.PHONY: golden
+golden: tools ## regenerate the chart's golden files
+	$(GO) test -count=1 ./test/chart/... -run Golden -update
+
+.PHONY: clean
+clean: ## remove bin/ (caches stay)
+	rm -rf $(BIN)
