@@ -163,7 +163,7 @@ type Security struct {
 // Storage says where project homes live.
 type Storage struct {
 	// Mode is ModeNFS or ModePVC.
-	Mode string       `json:"mode"`
+	Mode string      `json:"mode"`
 	NFS  *NFSStorage `json:"nfs,omitempty"`
 	PVC  *PVCStorage `json:"pvc,omitempty"`
 	// ServerPath is the homes root as mounted in the server pod; the
