@@ -56,6 +56,10 @@ const (
 	LabelRun       = "run"
 	LabelProjectID = "project_id"
 	LabelNetwork   = "network"
+	// LabelRelease carries the Helm release name on runtime project pods
+	// (in SelectorLabels). It deliberately is not app.kubernetes.io/instance,
+	// which ArgoCD's label tracking would claim.
+	LabelRelease = "cocalc-kubernetes/release"
 
 	ComponentProject = "project"
 	PartOf           = "cocalc"
