@@ -1,0 +1,312 @@
+// Package smccompute is a drop-in replacement for the 2020 CoCalc
+// `smc-compute` program in its `--kubernetes` mode: the compute server of the
+// original server image runs `/usr/local/bin/smc-compute --kubernetes
+// <action> [options] <project_id>...` and reads one JSON document from
+// stdout. Installing the orchestrator binary under that name makes the
+// original image work without kubectl and without the `admin` role.
+//
+// Output contract (as the compute server consumes it): on success, exit 0
+// and one JSON document (an object, or an array for several project IDs).
+// On failure, exit 1, the error text on stderr (the compute server passes
+// stderr to the hub as the error) and, on stdout, the object the original's
+// code meant to print: {"error": ..., "project_id": ...}. Command-line
+// errors exit 2 with a usage message on stderr, as argparse did.
+//
+// See README.md for every difference from the original.
+package smccompute
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
+)
+
+// DefaultHomes is where the original kept project homes on the server.
+const DefaultHomes = "/projects/home"
+
+// maxSecretToken bounds how much of .smc/secret_token is read (the project
+// writes 128 bytes; the file is writable by the project user).
+const maxSecretToken = 4096
+
+// Config is what Run needs besides the command line.
+type Config struct {
+	// Files is the homes root on the server with the project owner.
+	Files projectfiles.Store
+	// Connect returns the orchestrator client. It is only called by actions
+	// that touch pods, so file actions work without cluster access.
+	Connect func(ctx context.Context) (hubcontrol.Projects, error)
+	// PollInterval is the first delay when waiting for start or stop to
+	// settle (grows ×1.3 up to 5 s, as the original polled); default 1 s.
+	PollInterval time.Duration
+}
+
+// Run executes one smc-compute command line (args without the program
+// name) and returns the process exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer, cfg Config) int {
+	if len(args) == 1 && (args[0] == "-h" || args[0] == "--help") {
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	in, err := parse(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "usage: smc-compute [--kubernetes] <action> [options] <project_id> [<project_id> ...]\nsmc-compute: error: %v\n", err)
+		return 2
+	}
+	r := runner{cfg: cfg, in: in}
+	if r.cfg.PollInterval <= 0 {
+		r.cfg.PollInterval = time.Second
+	}
+	var out []any
+	failed := false
+	for _, id := range in.projectIDs {
+		res, err := r.do(ctx, id)
+		if err != nil {
+			failed = true
+			fmt.Fprintf(stderr, "%s\n", err)
+			res = errorResult{Error: err.Error(), ProjectID: id}
+		}
+		out = append(out, res)
+	}
+	var doc any = out
+	if len(out) == 1 {
+		doc = out[0]
+	}
+	if err := json.NewEncoder(stdout).Encode(doc); err != nil {
+		fmt.Fprintf(stderr, "write result: %v\n", err)
+		return 1
+	}
+	if failed {
+		return 1
+	}
+	return 0
+}
+
+const usage = `usage: smc-compute [--kubernetes] <action> [options] <project_id> [<project_id> ...]
+
+Project compute control (cocalc-kubernetes replacement of the 2020 smc-compute).
+actions: start stop restart status state save copy_path directory_listing
+         read_file mkdir compute_quota disk_quota create_user delete_user killall
+`
+
+type errorResult struct {
+	Error     string `json:"error"`
+	ProjectID string `json:"project_id"`
+}
+
+type empty struct{}
+
+type stateResult struct {
+	State string `json:"state"`
+}
+
+// statusResult has the original's keys in the original's order.
+type statusResult struct {
+	SecretToken  string `json:"secret_token,omitempty"`
+	State        string `json:"state"`
+	IP           string `json:"ip,omitempty"`
+	LocalHubPort int    `json:"local_hub.port,omitempty"`
+	RawPort      int    `json:"raw.port,omitempty"`
+}
+
+type readFileResult struct {
+	Base64 string `json:"base64"`
+}
+
+type runner struct {
+	cfg      Config
+	in       invocation
+	projects hubcontrol.Projects
+}
+
+func (r *runner) connect(ctx context.Context) (hubcontrol.Projects, error) {
+	if r.projects != nil {
+		return r.projects, nil
+	}
+	if r.cfg.Connect == nil {
+		return nil, errors.New("no orchestrator configured")
+	}
+	p, err := r.cfg.Connect(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("connect to the orchestrator: %w", err)
+	}
+	r.projects = p
+	return p, nil
+}
+
+func (r *runner) do(ctx context.Context, id string) (any, error) {
+	if err := projectfiles.CheckProjectID(id); err != nil {
+		return nil, err
+	}
+	in, files := r.in, r.cfg.Files
+	switch in.action {
+	case "save", "compute_quota", "disk_quota", "create_user", "delete_user", "killall":
+		return empty{}, nil
+	case "state":
+		st, err := r.status(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		return stateResult{State: string(st.State)}, nil
+	case "status":
+		return r.fullStatus(ctx, id)
+	case "start":
+		return empty{}, r.start(ctx, id)
+	case "stop":
+		return empty{}, r.stop(ctx, id)
+	case "restart":
+		if err := r.stop(ctx, id); err != nil {
+			return nil, err
+		}
+		return empty{}, r.start(ctx, id)
+	case "directory_listing":
+		return files.DirectoryListing(id, in.str("path", ""), projectfiles.ListOptions{
+			Hidden: in.flag("hidden"), Time: in.flag("time"),
+			Start: int(in.int("start", 0)), Limit: int(in.int("limit", -1)),
+		})
+	case "read_file":
+		data, err := files.ReadFile(id, in.path, in.int("maxsize", projectfiles.DefaultMaxReadSize))
+		if err != nil {
+			return nil, err
+		}
+		return readFileResult{Base64: base64.StdEncoding.EncodeToString(data)}, nil
+	case "mkdir":
+		return empty{}, files.Mkdir(id, in.path)
+	case "copy_path":
+		targetPath := in.str("target_path", "")
+		if _, given := in.set["target_path"]; !given {
+			targetPath = in.str("path", "")
+		}
+		return empty{}, files.Copy(ctx, projectfiles.CopyRequest{
+			SourceProject:  id,
+			SourcePath:     in.str("path", ""),
+			TargetProject:  in.str("target_project_id", ""),
+			TargetPath:     targetPath,
+			OverwriteNewer: in.flag("overwrite_newer"),
+			DeleteMissing:  in.flag("delete_missing"),
+			Backup:         in.flag("backup"),
+			ExcludeHistory: in.flag("exclude_history"),
+		})
+	}
+	return nil, fmt.Errorf("action %s is not implemented", in.action)
+}
+
+func (r *runner) status(ctx context.Context, id string) (hubcontrol.Status, error) {
+	p, err := r.connect(ctx)
+	if err != nil {
+		return hubcontrol.Status{}, err
+	}
+	st, err := p.Status(ctx, id)
+	if err != nil {
+		return hubcontrol.Status{}, fmt.Errorf("status of project %s: %w", id, err)
+	}
+	return st, nil
+}
+
+func (r *runner) fullStatus(ctx context.Context, id string) (any, error) {
+	st, err := r.status(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if st.State == hubcontrol.Opened {
+		// Without a pod the original returned only the state.
+		return statusResult{State: string(hubcontrol.Opened)}, nil
+	}
+	out := statusResult{State: string(st.State), LocalHubPort: podtemplate.HubPort, RawPort: podtemplate.RawPort}
+	if st.State == hubcontrol.Running {
+		out.IP = st.IP
+	}
+	if tok, err := r.cfg.Files.ReadFile(id, ".smc/secret_token", maxSecretToken); err == nil {
+		out.SecretToken = string(tok)
+	}
+	return out, nil
+}
+
+func (r *runner) start(ctx context.Context, id string) error {
+	in := r.in
+	extra, err := decodeExtraEnv(in.str("extra_env", ""))
+	if err != nil {
+		return err
+	}
+	q := podtemplate.Quota{
+		Cores:     in.float("cores", 0),
+		MemoryMiB: in.int("memory", 0),
+		CPUShares: in.int("cpu_shares", 0),
+		Network:   in.int("network", 0) != 0,
+	}
+	if q.Cores < 0 || q.MemoryMiB < 0 || q.CPUShares < 0 {
+		return fmt.Errorf("quota must not be negative (cores=%v memory=%d cpu_shares=%d)", q.Cores, q.MemoryMiB, q.CPUShares)
+	}
+	p, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	// The original created the home (owned by the project user) before the
+	// pod could mount it.
+	if err := r.cfg.Files.Mkdir(id, "."); err != nil {
+		return fmt.Errorf("create home of project %s: %w", id, err)
+	}
+	err = p.Start(ctx, id, q, hubcontrol.StartOptions{
+		BaseURL:        in.str("base_url", ""),
+		ExtraEnv:       extra,
+		EphemeralState: in.flag("ephemeral_state"),
+		EphemeralDisk:  in.flag("ephemeral_disk"),
+	})
+	if err != nil {
+		return fmt.Errorf("start project %s: %w", id, err)
+	}
+	return r.waitFor(ctx, p, id, hubcontrol.Running)
+}
+
+func (r *runner) stop(ctx context.Context, id string) error {
+	p, err := r.connect(ctx)
+	if err != nil {
+		return err
+	}
+	if err := p.Stop(ctx, id); err != nil {
+		return fmt.Errorf("stop project %s: %w", id, err)
+	}
+	return r.waitFor(ctx, p, id, hubcontrol.Opened)
+}
+
+// waitFor returns once the project reaches want: the original's start and
+// stop did not return before the action was complete.
+func (r *runner) waitFor(ctx context.Context, p hubcontrol.Projects, id string, want hubcontrol.State) error {
+	delay := r.cfg.PollInterval
+	for {
+		st, err := p.Status(ctx, id)
+		if err == nil && st.State == want {
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("project %s did not become %s: %w", id, want, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(5*time.Second, time.Duration(float64(delay)*1.3))
+	}
+}
+
+// decodeExtraEnv decodes --extra_env: base64 of a JSON object of strings.
+func decodeExtraEnv(s string) (map[string]string, error) {
+	if s == "" {
+		return nil, nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
+	if err != nil {
+		return nil, fmt.Errorf("--extra_env is not base64: %w", err)
+	}
+	var env map[string]string
+	if err := json.Unmarshal(raw, &env); err != nil {
+		return nil, fmt.Errorf("--extra_env is not a JSON object of strings: %w", err)
+	}
+	return env, nil
+}
