@@ -1,0 +1,278 @@
+// Package kube is the orchestrator's access to Kubernetes: one label-filtered
+// shared pod informer on one namespace (all reads come from its cache: zero
+// API calls for status and list), change notifications for waiters, bounded
+// and retried writes, NFS Service address resolution and Events on pods.
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
+	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
+	listerscorev1 "k8s.io/client-go/listers/core/v1"
+	"k8s.io/client-go/tools/cache"
+	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/clock"
+)
+
+// EventComponent is the source of Events the orchestrator records.
+const EventComponent = "cocalc-k8s"
+
+// ErrorObserver is told about every failed API call (for metrics).
+type ErrorObserver interface {
+	APIError(verb string, err error)
+}
+
+// Config configures a Client.
+type Config struct {
+	// Namespace holds the project pods.
+	Namespace string
+	// Selector is the label set every project pod carries (the template's
+	// selectorLabels); the informer sees nothing else.
+	Selector map[string]string
+	// CallTimeout bounds each API request (default 10s).
+	CallTimeout time.Duration
+	// Backoff between retries of transient failures (default: 5 tries,
+	// 200ms doubling, 10% jitter).
+	Backoff wait.Backoff
+	// NFSCacheTTL is how long a resolved Service address is reused
+	// (default 5m). A ClusterIP is immutable, but a Service can be
+	// re-created by a chart change.
+	NFSCacheTTL time.Duration
+	Clock       clock.Clock
+	Logger      *slog.Logger
+	Errors      ErrorObserver
+}
+
+// Client implements the orchestrator's view of the cluster.
+type Client struct {
+	cs        kubernetes.Interface
+	cfg       Config
+	factory   informers.SharedInformerFactory
+	informer  cache.SharedIndexInformer
+	lister    listerscorev1.PodNamespaceLister
+	events    record.EventBroadcaster
+	recorder  record.EventRecorder
+	notify    *notifier
+	nfsMu     sync.Mutex
+	nfsCache  map[string]cachedIP
+	startOnce sync.Once
+}
+
+type cachedIP struct {
+	ip      string
+	expires time.Time
+}
+
+// New returns a Client; call Start before use.
+func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
+	if cfg.Namespace == "" || len(cfg.Selector) == 0 {
+		return nil, errors.New("kube: namespace and selector are required")
+	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = 10 * time.Second
+	}
+	if cfg.Backoff.Steps == 0 {
+		cfg.Backoff = wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 5, Cap: 5 * time.Second}
+	}
+	if cfg.NFSCacheTTL <= 0 {
+		cfg.NFSCacheTTL = 5 * time.Minute
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	selector := labels.SelectorFromSet(cfg.Selector).String()
+	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0,
+		informers.WithNamespace(cfg.Namespace),
+		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
+	pods := factory.Core().V1().Pods()
+	c := &Client{
+		cs:       cs,
+		cfg:      cfg,
+		factory:  factory,
+		informer: pods.Informer(),
+		lister:   pods.Lister().Pods(cfg.Namespace),
+		notify:   newNotifier(),
+		nfsCache: map[string]cachedIP{},
+	}
+	_, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
+		AddFunc:    func(obj any) { c.changed(obj) },
+		UpdateFunc: func(_, obj any) { c.changed(obj) },
+		DeleteFunc: func(obj any) { c.changed(obj) },
+	})
+	if err != nil {
+		return nil, fmt.Errorf("kube: add pod event handler: %w", err)
+	}
+	c.events = record.NewBroadcaster()
+	c.recorder = c.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: EventComponent})
+	return c, nil
+}
+
+func (c *Client) changed(obj any) {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	if pod, ok := obj.(*corev1.Pod); ok {
+		c.notify.fire(pod.Name)
+	}
+}
+
+// Start runs the informer and the event sink until ctx ends.
+func (c *Client) Start(ctx context.Context) {
+	c.startOnce.Do(func() {
+		c.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cs.CoreV1().Events(c.cfg.Namespace)})
+		c.factory.Start(ctx.Done())
+		go func() {
+			<-ctx.Done()
+			c.events.Shutdown()
+			c.factory.Shutdown()
+		}()
+	})
+}
+
+// WaitForSync blocks until the pod cache is filled or ctx ends.
+func (c *Client) WaitForSync(ctx context.Context) error {
+	if !cache.WaitForCacheSync(ctx.Done(), c.informer.HasSynced) {
+		return fmt.Errorf("kube: pod cache of namespace %s not synced: %w", c.cfg.Namespace, context.Cause(ctx))
+	}
+	return nil
+}
+
+// HasSynced reports whether the pod cache is filled (readiness).
+func (c *Client) HasSynced() bool { return c.informer.HasSynced() }
+
+// Pod returns the cached pod with this name, or nil. The result is shared
+// with the cache: do not modify it.
+func (c *Client) Pod(name string) *corev1.Pod {
+	pod, err := c.lister.Get(name)
+	if err != nil {
+		return nil
+	}
+	return pod
+}
+
+// Pods returns every cached project pod (shared with the cache).
+func (c *Client) Pods() []*corev1.Pod {
+	pods, _ := c.lister.List(labels.Everything())
+	return pods
+}
+
+// Changed returns a channel closed at the next cache change of the named
+// pod. Take it before reading the cache, then wait on it: no change between
+// the read and the wait can be missed.
+func (c *Client) Changed(name string) <-chan struct{} { return c.notify.wait(name) }
+
+// CreatePod creates a pod, retrying transient failures. AlreadyExists is
+// returned unchanged (apierrors.IsAlreadyExists) for the caller to handle.
+func (c *Client) CreatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+	var created *corev1.Pod
+	err := c.call(ctx, "create", func(ctx context.Context) error {
+		var err error
+		created, err = c.cs.CoreV1().Pods(c.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{FieldManager: EventComponent})
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create pod %s/%s: %w", c.cfg.Namespace, pod.Name, err)
+	}
+	return created, nil
+}
+
+// DeletePod deletes the pod with this name and UID (a pod of the same name
+// created since is left alone) with the given grace period. A pod that is
+// already gone is not an error.
+func (c *Client) DeletePod(ctx context.Context, name string, uid types.UID, graceSeconds int64) error {
+	opts := metav1.DeleteOptions{GracePeriodSeconds: &graceSeconds}
+	if uid != "" {
+		opts.Preconditions = &metav1.Preconditions{UID: &uid}
+	}
+	err := c.call(ctx, "delete", func(ctx context.Context) error {
+		return c.cs.CoreV1().Pods(c.cfg.Namespace).Delete(ctx, name, opts)
+	})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("delete pod %s/%s: %w", c.cfg.Namespace, name, err)
+	}
+	return nil
+}
+
+// ServiceClusterIP returns the ClusterIP of a Service in the namespace,
+// cached. Kubelets mount NFS from the node, where cluster DNS usually does
+// not resolve, so project pods get the IP rather than the name.
+func (c *Client) ServiceClusterIP(ctx context.Context, name string) (string, error) {
+	now := c.cfg.Clock.Now()
+	c.nfsMu.Lock()
+	if e, ok := c.nfsCache[name]; ok && now.Before(e.expires) {
+		c.nfsMu.Unlock()
+		return e.ip, nil
+	}
+	c.nfsMu.Unlock()
+
+	var svc *corev1.Service
+	err := c.call(ctx, "get", func(ctx context.Context) error {
+		var err error
+		svc, err = c.cs.CoreV1().Services(c.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
+		return err
+	})
+	if err != nil {
+		return "", fmt.Errorf("get service %s/%s: %w", c.cfg.Namespace, name, err)
+	}
+	ip := svc.Spec.ClusterIP
+	if ip == "" || ip == corev1.ClusterIPNone {
+		return "", fmt.Errorf("service %s/%s has no ClusterIP (%q): NFS needs a ClusterIP Service", c.cfg.Namespace, name, ip)
+	}
+	c.nfsMu.Lock()
+	c.nfsCache[name] = cachedIP{ip: ip, expires: now.Add(c.cfg.NFSCacheTTL)}
+	c.nfsMu.Unlock()
+	return ip, nil
+}
+
+// Event records a Kubernetes Event on a project pod (asynchronously).
+func (c *Client) Event(obj runtime.Object, eventType, reason, message string) {
+	c.recorder.Event(obj, eventType, reason, message)
+}
+
+// call runs one API request with its own timeout, retrying transient
+// failures with backoff until the parent context ends.
+func (c *Client) call(ctx context.Context, verb string, fn func(context.Context) error) error {
+	var last error
+	err := wait.ExponentialBackoffWithContext(ctx, c.cfg.Backoff, func(ctx context.Context) (bool, error) {
+		callCtx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		defer cancel()
+		last = fn(callCtx)
+		if last == nil {
+			return true, nil
+		}
+		if c.cfg.Errors != nil {
+			c.cfg.Errors.APIError(verb, last)
+		}
+		if ctx.Err() == nil && IsTransient(last) {
+			c.cfg.Logger.Debug("transient API error, retrying", "verb", verb, "err", last)
+			return false, nil
+		}
+		return false, last
+	})
+	if err != nil && last != nil && !errors.Is(err, last) {
+		// Retries exhausted or context ended: report the API's own error.
+		return fmt.Errorf("%w (after retries: %v)", last, err)
+	}
+	return err
+}

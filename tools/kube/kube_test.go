@@ -1,0 +1,300 @@
+package kube
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
+)
+
+const ns = "cocalc"
+
+var selector = map[string]string{"cocalc-kubernetes/release": "r1"}
+
+func newClient(t *testing.T, objs ...runtime.Object) (*Client, *fake.Clientset, *clocktesting.FakeClock) {
+	t.Helper()
+	cs := fake.NewClientset(objs...)
+	clk := clocktesting.NewFakeClock(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
+	c, err := New(cs, Config{Namespace: ns, Selector: selector, Clock: clk,
+		Backoff: wait.Backoff{Duration: time.Millisecond, Factor: 1, Steps: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c.Start(ctx)
+	syncCtx, cancelSync := context.WithTimeout(ctx, 10*time.Second)
+	defer cancelSync()
+	if err := c.WaitForSync(syncCtx); err != nil {
+		t.Fatal(err)
+	}
+	return c, cs, clk
+}
+
+func testPod(name string, lbls map[string]string) *corev1.Pod {
+	return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, Labels: lbls}}
+}
+
+func waitChan(t *testing.T, ch <-chan struct{}) {
+	t.Helper()
+	select {
+	case <-ch:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no change notification")
+	}
+}
+
+func TestCacheIsLabelFiltered(t *testing.T) {
+	c, _, _ := newClient(t,
+		testPod("project-a", selector),
+		testPod("unrelated", map[string]string{"app": "other"}),
+		&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "project-b", Namespace: "elsewhere", Labels: selector}})
+	if c.Pod("project-a") == nil {
+		t.Fatal("labelled pod not cached")
+	}
+	if c.Pod("unrelated") != nil || len(c.Pods()) != 1 {
+		t.Fatalf("cache holds pods outside the selector or namespace: %d pods", len(c.Pods()))
+	}
+	if !c.HasSynced() {
+		t.Fatal("HasSynced false after WaitForSync")
+	}
+}
+
+func TestChangedFiresOnCreateUpdateDelete(t *testing.T) {
+	c, cs, _ := newClient(t)
+	ctx := context.Background()
+	ch := c.Changed("project-a")
+	if _, err := c.CreatePod(ctx, testPod("project-a", selector)); err != nil {
+		t.Fatal(err)
+	}
+	waitChan(t, ch)
+	if c.Pod("project-a") == nil {
+		t.Fatal("created pod not in cache after notification")
+	}
+	ch = c.Changed("project-a")
+	p := testPod("project-a", selector)
+	p.Status.Phase = corev1.PodRunning
+	if _, err := cs.CoreV1().Pods(ns).UpdateStatus(ctx, p, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	waitChan(t, ch)
+	ch = c.Changed("project-a")
+	if err := c.DeletePod(ctx, "project-a", "", 5); err != nil {
+		t.Fatal(err)
+	}
+	waitChan(t, ch)
+	if c.Pod("project-a") != nil {
+		t.Fatal("deleted pod still cached")
+	}
+	select {
+	case <-c.Changed("project-a"):
+		t.Fatal("fresh channel closed without a change")
+	default:
+	}
+}
+
+func failTimes(cs *fake.Clientset, verb, resource string, n int32, err error) *atomic.Int32 {
+	var calls atomic.Int32
+	cs.PrependReactor(verb, resource, func(k8stesting.Action) (bool, runtime.Object, error) {
+		if calls.Add(1) <= n {
+			return true, nil, err
+		}
+		return false, nil, nil
+	})
+	return &calls
+}
+
+var podsGR = schema.GroupResource{Resource: "pods"}
+
+func TestCreateRetriesTransientErrors(t *testing.T) {
+	for name, err := range map[string]error{
+		"server timeout":      apierrors.NewServerTimeout(podsGR, "create", 1),
+		"too many requests":   apierrors.NewTooManyRequests("slow down", 1),
+		"service unavailable": apierrors.NewServiceUnavailable("etcd"),
+		"internal":            apierrors.NewInternalError(errors.New("boom")),
+		"eof":                 io.ErrUnexpectedEOF,
+		"call timeout":        context.DeadlineExceeded,
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, cs, _ := newClient(t)
+			calls := failTimes(cs, "create", "pods", 2, err)
+			if _, err := c.CreatePod(context.Background(), testPod("project-a", selector)); err != nil {
+				t.Fatalf("create after 2 transient failures: %v", err)
+			}
+			if got := calls.Load(); got != 3 {
+				t.Fatalf("attempts = %d, want 3", got)
+			}
+		})
+	}
+}
+
+func TestCreateDoesNotRetryPermanentErrors(t *testing.T) {
+	for name, perm := range map[string]error{
+		"forbidden":      apierrors.NewForbidden(podsGR, "project-a", errors.New("rbac")),
+		"invalid":        apierrors.NewInvalid(schema.GroupKind{Kind: "Pod"}, "project-a", nil),
+		"bad request":    apierrors.NewBadRequest("nope"),
+		"already exists": apierrors.NewAlreadyExists(podsGR, "project-a"),
+		"unauthorized":   apierrors.NewUnauthorized("who"),
+	} {
+		t.Run(name, func(t *testing.T) {
+			c, cs, _ := newClient(t)
+			calls := failTimes(cs, "create", "pods", 100, perm)
+			_, err := c.CreatePod(context.Background(), testPod("project-a", selector))
+			if err == nil || !errors.Is(err, perm) {
+				t.Fatalf("err = %v, want wrapped %v", err, perm)
+			}
+			if got := calls.Load(); got != 1 {
+				t.Fatalf("attempts = %d, want 1 (no retry on permanent errors)", got)
+			}
+		})
+	}
+}
+
+func TestRetriesAreBounded(t *testing.T) {
+	c, cs, _ := newClient(t)
+	calls := failTimes(cs, "create", "pods", 1000, apierrors.NewServiceUnavailable("down"))
+	_, err := c.CreatePod(context.Background(), testPod("project-a", selector))
+	if !apierrors.IsServiceUnavailable(err) {
+		t.Fatalf("err = %v, want the API's ServiceUnavailable", err)
+	}
+	if got := calls.Load(); got != 4 {
+		t.Fatalf("attempts = %d, want backoff steps (4)", got)
+	}
+}
+
+func TestRetryStopsWhenContextEnds(t *testing.T) {
+	cs := fake.NewClientset()
+	c, err := New(cs, Config{Namespace: ns, Selector: selector,
+		Backoff: wait.Backoff{Duration: time.Hour, Steps: 10}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	failTimes(cs, "create", "pods", 1000, apierrors.NewServiceUnavailable("down"))
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { _, err := c.CreatePod(ctx, testPod("p", selector)); done <- err }()
+	select {
+	case err := <-done:
+		if err == nil {
+			t.Fatal("create succeeded against a failing API")
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("retry loop ignored context cancellation")
+	}
+}
+
+func TestDeleteAlreadyGoneIsNoError(t *testing.T) {
+	c, _, _ := newClient(t)
+	if err := c.DeletePod(context.Background(), "project-missing", "", 5); err != nil {
+		t.Fatalf("delete of a missing pod: %v", err)
+	}
+}
+
+func TestDeleteSendsGraceAndUID(t *testing.T) {
+	c, cs, _ := newClient(t, testPod("project-a", selector))
+	var opts metav1.DeleteOptions
+	cs.PrependReactor("delete", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		opts = a.(k8stesting.DeleteActionImpl).DeleteOptions
+		return false, nil, nil
+	})
+	if err := c.DeletePod(context.Background(), "project-a", "uid-1", 7); err != nil {
+		t.Fatal(err)
+	}
+	if *opts.GracePeriodSeconds != 7 || *opts.Preconditions.UID != "uid-1" {
+		t.Fatalf("delete options = %+v", opts)
+	}
+}
+
+func TestServiceClusterIPCachedWithTTL(t *testing.T) {
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "nfs", Namespace: ns}, Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.20"}}
+	headless := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "headless", Namespace: ns}, Spec: corev1.ServiceSpec{ClusterIP: "None"}}
+	c, cs, clk := newClient(t, svc, headless)
+	var gets atomic.Int32
+	cs.PrependReactor("get", "services", func(k8stesting.Action) (bool, runtime.Object, error) {
+		gets.Add(1)
+		return false, nil, nil
+	})
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		ip, err := c.ServiceClusterIP(ctx, "nfs")
+		if err != nil || ip != "10.96.0.20" {
+			t.Fatalf("ip = %q, %v", ip, err)
+		}
+	}
+	if gets.Load() != 1 {
+		t.Fatalf("gets = %d, want 1 (cached)", gets.Load())
+	}
+	clk.Step(6 * time.Minute)
+	if _, err := c.ServiceClusterIP(ctx, "nfs"); err != nil || gets.Load() != 2 {
+		t.Fatalf("after TTL: gets = %d, err %v", gets.Load(), err)
+	}
+	if _, err := c.ServiceClusterIP(ctx, "headless"); err == nil {
+		t.Fatal("headless service accepted as NFS server")
+	}
+	if _, err := c.ServiceClusterIP(ctx, "missing"); !apierrors.IsNotFound(err) {
+		t.Fatalf("missing service: %v", err)
+	}
+}
+
+func TestEventsAreRecorded(t *testing.T) {
+	pod := testPod("project-a", selector)
+	c, cs, _ := newClient(t, pod)
+	c.Event(pod, corev1.EventTypeNormal, "ProjectStarting", "starting")
+	err := wait.PollUntilContextTimeout(context.Background(), 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := cs.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			return false, err
+		}
+		for _, e := range evs.Items {
+			if e.Reason == "ProjectStarting" && e.InvolvedObject.Name == "project-a" && e.Source.Component == EventComponent {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		t.Fatalf("event not recorded: %v", err)
+	}
+}
+
+func TestIsTransient(t *testing.T) {
+	tests := []struct {
+		err  error
+		want bool
+	}{
+		{nil, false},
+		{apierrors.NewServerTimeout(podsGR, "get", 1), true},
+		{apierrors.NewTimeoutError("slow", 1), true},
+		{apierrors.NewTooManyRequests("x", 1), true},
+		{apierrors.NewServiceUnavailable("x"), true},
+		{apierrors.NewInternalError(errors.New("x")), true},
+		{fmt.Errorf("wrapped: %w", context.DeadlineExceeded), true},
+		{io.ErrUnexpectedEOF, true},
+		{apierrors.NewForbidden(podsGR, "p", errors.New("x")), false},
+		{apierrors.NewNotFound(podsGR, "p"), false},
+		{apierrors.NewAlreadyExists(podsGR, "p"), false},
+		{apierrors.NewConflict(podsGR, "p", errors.New("x")), false},
+		{apierrors.NewBadRequest("x"), false},
+		{context.Canceled, false},
+		{errors.New("something else"), false},
+	}
+	for _, tt := range tests {
+		if got := IsTransient(tt.err); got != tt.want {
+			t.Errorf("IsTransient(%v) = %v, want %v", tt.err, got, tt.want)
+		}
+	}
+}
