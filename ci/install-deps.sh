@@ -5,6 +5,12 @@ set -euo pipefail
 
 packages=(
   git make
+  postgresql  # test/pg: throwaway servers for the hub database front-end tests
+  # kind tier (ci/kind): a docker daemon for the node containers, a Debian
+  # root filesystem for the node and kube-proxy/kube-router images, runc's
+  # seccomp support, gcc for the static pause binary and runc (cgo), jq to
+  # derive containerd's base OCI spec, iptables/ipset for the host side.
+  docker.io debootstrap libseccomp-dev gcc libc6-dev jq iptables ipset
 )
 
 missing=()

@@ -1,0 +1,305 @@
+package pgcontroller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
+)
+
+// nowJSON is the current time as the hub writes dates into JSONB (a
+// JavaScript Date serialised: ISO 8601 UTC with milliseconds).
+const nowJSON = `to_jsonb(to_char(clock_timestamp() AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'))`
+
+// actionRequest is projects.action_request as the hub writes it.
+type actionRequest struct {
+	Action   string          `json:"action"`
+	Time     json.RawMessage `json:"time"`
+	Started  json.RawMessage `json:"started"`
+	Finished json.RawMessage `json:"finished"`
+}
+
+// lockKey namespaces advisory locks so they cannot collide with the hub's.
+const lockKey = `hashtextextended('cocalc-k8s/' || $1::text, 0)`
+
+// withLock runs f holding a session advisory lock named name on a pooled
+// connection. It returns false when another session holds the lock. The
+// lock goes away with the session, so a crashed holder frees it.
+func (c *controller) withLock(ctx context.Context, name string, f func(conn *pgxpool.Conn)) (bool, error) {
+	conn, err := c.pool.Acquire(ctx)
+	if err != nil {
+		return false, fmt.Errorf("acquire connection: %w", err)
+	}
+	defer conn.Release()
+	var locked bool
+	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+lockKey+`)`, name).Scan(&locked); err != nil {
+		return false, fmt.Errorf("advisory lock %s: %w", name, err)
+	}
+	if !locked {
+		return false, nil
+	}
+	defer func() {
+		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock(`+lockKey+`)`, name); err != nil {
+			// Ending the session is the other way to drop the lock.
+			_ = conn.Conn().Close(uctx)
+		}
+	}()
+	f(conn)
+	return true, nil
+}
+
+// handleAction performs one project's pending action request, if any.
+func (c *controller) handleAction(ctx context.Context, id string) {
+	log := c.log.With("project", id)
+	ok, err := c.withLock(ctx, "action/"+id, func(conn *pgxpool.Conn) {
+		if err := c.claimAndPerform(ctx, conn, id, log); err != nil && ctx.Err() == nil {
+			log.Warn("action request handling failed; will retry", "err", err)
+		}
+	})
+	if err != nil && ctx.Err() == nil {
+		log.Warn("cannot claim action request", "err", err)
+	}
+	if !ok {
+		log.Debug("action request is handled by another controller")
+	}
+}
+
+func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id string, log *slog.Logger) error {
+	var raw []byte
+	var runQuota, settings, users []byte
+	err := conn.QueryRow(ctx, `SELECT action_request, run_quota, settings, users FROM projects WHERE project_id = $1`, id).
+		Scan(&raw, &runQuota, &settings, &users)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("read action request: %w", err)
+	}
+	req, problem := parseRequest(raw)
+	if problem == "none" {
+		return nil
+	}
+	if problem != "" {
+		log.Warn("malformed action request", "request", truncate(string(raw), 200), "problem", problem)
+		return c.rejectMalformed(ctx, conn, id, raw, problem)
+	}
+	if len(req.Finished) > 0 && string(req.Finished) != "null" {
+		return nil
+	}
+	if t, ok := parseJSTime(req.Time); ok && time.Since(t) > c.cfg.MaxRequestAge {
+		return c.finish(ctx, conn, id, req.Time, fmt.Errorf("request from %s expired (older than %s) before a controller could perform it", t.Format(time.RFC3339), c.cfg.MaxRequestAge))
+	}
+	recovering := len(req.Started) > 0 && string(req.Started) != "null"
+	if recovering {
+		log.Info("resuming a request another controller started but did not finish", "action", req.Action)
+	}
+	// Mark started (keeping the first controller's time when recovering)
+	// only if the request is still the one read above.
+	tag, err := conn.Exec(ctx, `UPDATE projects SET action_request =
+			(action_request - 'err') || jsonb_build_object('started', COALESCE(action_request->'started', `+nowJSON+`), 'controller', $3::text)
+		WHERE project_id = $1 AND action_request->'time' IS NOT DISTINCT FROM $2::jsonb`,
+		id, jsonParam(req.Time), c.cfg.ID)
+	if err != nil {
+		return fmt.Errorf("mark started: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		c.markDirty(id) // replaced by a newer request meanwhile
+		return nil
+	}
+	log.Info("performing action request", "action", req.Action)
+	actionErr := c.perform(ctx, id, req.Action, runQuota, settings, users)
+	if ctx.Err() != nil {
+		// Shutting down: leave the request started-but-unfinished; the next
+		// controller (or this one after restart) performs it again.
+		return nil
+	}
+	if actionErr != nil {
+		log.Warn("action failed", "action", req.Action, "err", actionErr)
+	}
+	c.refreshState(ctx, id)
+	return c.finish(ctx, conn, id, req.Time, actionErr)
+}
+
+// parseRequest returns the request, or a problem description; "none" means
+// there is nothing to do.
+func parseRequest(raw []byte) (actionRequest, string) {
+	var req actionRequest
+	if len(raw) == 0 || string(raw) == "null" {
+		return req, "none"
+	}
+	var obj map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &obj); err != nil || obj == nil {
+		return req, "action_request is not a JSON object"
+	}
+	if f, ok := obj["finished"]; ok && string(f) != "null" {
+		return req, "none"
+	}
+	if err := json.Unmarshal(raw, &req); err != nil {
+		return req, fmt.Sprintf("action_request has a field of the wrong type: %v", err)
+	}
+	switch req.Action {
+	case "start", "stop", "restart":
+		return req, ""
+	case "":
+		return req, "action_request has no action"
+	default:
+		return req, fmt.Sprintf("unsupported action %q (supported: start, stop, restart)", truncate(req.Action, 40))
+	}
+}
+
+// rejectMalformed records the problem as the request's error and finishes
+// it, so the hub stops waiting and the controller never retries it.
+func (c *controller) rejectMalformed(ctx context.Context, conn *pgxpool.Conn, id string, raw []byte, problem string) error {
+	_, err := conn.Exec(ctx, `UPDATE projects SET action_request =
+			CASE WHEN jsonb_typeof(action_request) = 'object'
+				THEN action_request || jsonb_build_object('err', $2::text, 'finished', `+nowJSON+`)
+				ELSE jsonb_build_object('err', $2::text, 'finished', `+nowJSON+`, 'invalid', action_request)
+			END
+		WHERE project_id = $1 AND action_request = $3::jsonb`, id, "invalid action request: "+problem, string(raw))
+	if err != nil {
+		return fmt.Errorf("record malformed request: %w", err)
+	}
+	return nil
+}
+
+// finish writes finished (and err) if the request is still the same one.
+// A lost connection is retried on fresh ones until ctx ends.
+func (c *controller) finish(ctx context.Context, conn *pgxpool.Conn, id string, reqTime json.RawMessage, actionErr error) error {
+	var errText *string
+	if actionErr != nil {
+		s := actionErr.Error()
+		errText = &s
+	}
+	const q = `UPDATE projects SET action_request =
+			CASE WHEN $3::text IS NULL THEN action_request - 'err'
+				ELSE action_request || jsonb_build_object('err', $3::text) END
+			|| jsonb_build_object('finished', ` + nowJSON + `)
+		WHERE project_id = $1 AND action_request->'time' IS NOT DISTINCT FROM $2::jsonb
+			AND COALESCE(action_request->'finished', 'null'::jsonb) = 'null'::jsonb`
+	tag, err := conn.Exec(ctx, q, id, jsonParam(reqTime), errText)
+	delay := c.cfg.RetryInterval
+	for err != nil && ctx.Err() == nil {
+		c.log.Warn("cannot record finished action; retrying", "project", id, "err", err)
+		if !sleep(ctx, delay) {
+			break
+		}
+		delay = min(delay*2, 10*time.Second)
+		tag, err = c.pool.Exec(ctx, q, id, jsonParam(reqTime), errText)
+	}
+	if err != nil {
+		return fmt.Errorf("record finished: %w", err)
+	}
+	if tag.RowsAffected() == 0 {
+		c.markDirty(id) // a new request arrived while performing this one
+	}
+	return nil
+}
+
+func (c *controller) markDirty(id string) {
+	c.mu.Lock()
+	c.dirty[id] = true
+	c.mu.Unlock()
+}
+
+// perform runs the action through the orchestrator.
+func (c *controller) perform(ctx context.Context, id, action string, runQuota, settings, users []byte) error {
+	start := func() error {
+		q := quotaFor(runQuota, settings, users, c.cfg.DefaultIdleTimeout)
+		if err := c.cfg.Files.Mkdir(id, "."); err != nil {
+			return fmt.Errorf("create home: %w", err)
+		}
+		sctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
+		defer cancel()
+		if err := c.projects.Start(sctx, id, q.Quota, hubcontrol.StartOptions{}); err != nil {
+			return fmt.Errorf("start: %w", err)
+		}
+		if _, err := c.pool.Exec(ctx, `UPDATE projects SET last_started = now() AT TIME ZONE 'UTC' WHERE project_id = $1`, id); err != nil {
+			c.log.Warn("cannot record last_started", "project", id, "err", err)
+		}
+		return nil
+	}
+	stop := func() error {
+		sctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
+		defer cancel()
+		if err := c.projects.Stop(sctx, id); err != nil {
+			return fmt.Errorf("stop: %w", err)
+		}
+		return nil
+	}
+	switch action {
+	case "start":
+		return start()
+	case "stop":
+		return stop()
+	case "restart":
+		if err := stop(); err != nil {
+			return err
+		}
+		return start()
+	}
+	return fmt.Errorf("unsupported action %q", action)
+}
+
+// refreshState writes the project's current state right after an action,
+// so the hub does not depend on the watch's latency.
+func (c *controller) refreshState(ctx context.Context, id string) {
+	st, err := c.projects.Status(ctx, id)
+	if err != nil {
+		c.log.Warn("cannot read state after action", "project", id, "err", err)
+		return
+	}
+	c.states.Put(st)
+}
+
+// hubPayloadProjectID extracts the project_id from a synctable trigger
+// notification: ["UPDATE", {"project_id": ...}, {"project_id": ...}].
+func hubPayloadProjectID(payload string) string {
+	var v []json.RawMessage
+	if json.Unmarshal([]byte(payload), &v) != nil {
+		return ""
+	}
+	for _, o := range v[min(1, len(v)):] {
+		var obj struct {
+			ProjectID string `json:"project_id"`
+		}
+		if json.Unmarshal(o, &obj) == nil && obj.ProjectID != "" {
+			return obj.ProjectID
+		}
+	}
+	return ""
+}
+
+// parseJSTime reads a JSON date as the hub writes it.
+func parseJSTime(raw json.RawMessage) (time.Time, bool) {
+	var s string
+	if json.Unmarshal(raw, &s) != nil {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(time.RFC3339Nano, s)
+	return t, err == nil
+}
+
+// jsonParam passes raw JSON (or SQL NULL when absent) as a jsonb parameter.
+func jsonParam(raw json.RawMessage) any {
+	if len(raw) == 0 {
+		return nil
+	}
+	return string(raw)
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
+}

@@ -1,0 +1,446 @@
+// Package pgcontroller serves current CoCalc's "kucalc" project protocol
+// from the hub's PostgreSQL database, so a current hub runs projects on
+// Kubernetes with no hub changes:
+//
+//   - the hub writes projects.action_request = {action: start|stop|restart,
+//     time}; the controller performs it through the orchestrator and writes
+//     action_request.started, .finished and .err;
+//   - projects.state ({state, time, ip, error}) and projects.status follow
+//     the pods (the orchestrator's watch), and are reconciled periodically;
+//   - running projects idle longer than their quota's idle timeout
+//     (last_edited, with a minimum run time after last_started) get a stop
+//     request, exactly as the hub's own idle loop would write it;
+//   - copy_paths rows are executed with tools/core/projectfiles and marked
+//     finished (with error when they fail).
+//
+// New requests are noticed at once through LISTEN/NOTIFY (the controller's
+// own triggers, and the channel of the hub's synctable trigger when it
+// exists), with a periodic scan as safety net. Each request is claimed with
+// a session advisory lock plus the started marker, so two controllers never
+// perform one request twice, and a request a crashed controller left started
+// but unfinished is performed again by the next one (Start and Stop are
+// idempotent in the orchestrator).
+package pgcontroller
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
+)
+
+// Config configures the controller. Zero durations take the defaults.
+type Config struct {
+	// ConnString is the hub database (libpq URL or key=value string).
+	ConnString string
+	// Files is the homes root used for copy_paths.
+	Files  projectfiles.Store
+	Logger *slog.Logger
+	// ID names this controller in logs and in action_request.controller.
+	ID string
+
+	// ScanInterval is the safety-net scan for missed notifications (10s).
+	ScanInterval time.Duration
+	// IdleInterval is how often idle projects are looked for (1m).
+	IdleInterval time.Duration
+	// MinRun is the minimum run time after last_started before an idle
+	// stop (10m, as CoCalc's MINRUN_S).
+	MinRun time.Duration
+	// DefaultIdleTimeout applies when neither run_quota nor settings name
+	// one (30m, CoCalc's default mintime).
+	DefaultIdleTimeout time.Duration
+	// ResyncInterval re-lists all pods into projects.state (5m).
+	ResyncInterval time.Duration
+	// StartTimeout, StopTimeout and CopyTimeout bound one operation
+	// (5m, 2m, 5m; a copy_paths row's timeout column overrides CopyTimeout).
+	StartTimeout, StopTimeout, CopyTimeout time.Duration
+	// MaxRequestAge: older unfinished requests are answered with an error
+	// instead of being performed (1h), so a controller coming back after an
+	// outage does not start projects nobody waits for any more.
+	MaxRequestAge time.Duration
+	// Workers bounds concurrent actions (8).
+	Workers int
+	// RetryInterval is the first delay after a database error (500ms).
+	RetryInterval time.Duration
+}
+
+func (c *Config) setDefaults() {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&c.ScanInterval, 10*time.Second)
+	def(&c.IdleInterval, time.Minute)
+	def(&c.MinRun, 10*time.Minute)
+	def(&c.DefaultIdleTimeout, 30*time.Minute)
+	def(&c.ResyncInterval, 5*time.Minute)
+	def(&c.StartTimeout, 5*time.Minute)
+	def(&c.StopTimeout, 2*time.Minute)
+	def(&c.CopyTimeout, 5*time.Minute)
+	def(&c.MaxRequestAge, time.Hour)
+	def(&c.RetryInterval, 500*time.Millisecond)
+	if c.Workers <= 0 {
+		c.Workers = 8
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	if c.ID == "" {
+		host, _ := os.Hostname()
+		c.ID = fmt.Sprintf("%s/%d", host, os.Getpid())
+	}
+}
+
+// Notification channels of the controller's own triggers.
+const (
+	actionChannel = "cocalc_k8s_action_request"
+	copyChannel   = "cocalc_k8s_copy_paths"
+)
+
+// hubChannel is the channel of the trigger the hub's kucalc controller
+// creates for its synctable on projects(state, action_request) while it
+// waits for a start or stop (postgres-synctable.coffee trigger_name).
+var hubChannel = func() string {
+	sum := sha1.Sum([]byte("projects project_id | action_request state"))
+	return "change_" + hex.EncodeToString(sum[:])[:16]
+}()
+
+// controller is one running instance.
+type controller struct {
+	cfg      Config
+	log      *slog.Logger
+	pool     *pgxpool.Pool
+	projects hubcontrol.Watcher
+	states   *stateWriter
+
+	mu       sync.Mutex
+	queued   map[string]bool
+	inflight map[string]bool
+	dirty    map[string]bool
+	queue    chan string
+
+	scanNow  chan struct{}
+	copyNow  chan struct{}
+	resyncCh chan struct{}
+}
+
+// Run serves the protocol until ctx ends. Database outages are retried
+// forever; the returned error is ctx's end (nil) or a configuration error
+// (unusable connection string, tables or columns the hub would have).
+func Run(ctx context.Context, cfg Config, projects hubcontrol.Watcher) error {
+	cfg.setDefaults()
+	pcfg, err := pgxpool.ParseConfig(cfg.ConnString)
+	if err != nil {
+		return fmt.Errorf("database connection string: %w", err)
+	}
+	pcfg.ConnConfig.RuntimeParams["timezone"] = "UTC"
+	pcfg.ConnConfig.RuntimeParams["application_name"] = "cocalc-k8s-controller"
+	pcfg.MaxConns = int32(cfg.Workers + 4)
+	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
+	if err != nil {
+		return fmt.Errorf("database pool: %w", err)
+	}
+	defer pool.Close()
+
+	c := &controller{
+		cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), pool: pool, projects: projects,
+		queued: map[string]bool{}, inflight: map[string]bool{}, dirty: map[string]bool{},
+		queue:   make(chan string, 4096),
+		scanNow: make(chan struct{}, 1), copyNow: make(chan struct{}, 1), resyncCh: make(chan struct{}, 1),
+	}
+	c.states = newStateWriter(c)
+
+	if err := c.waitForSchema(ctx); err != nil {
+		return err
+	}
+
+	var wg sync.WaitGroup
+	spawn := func(f func(context.Context)) {
+		wg.Add(1)
+		go func() { defer wg.Done(); f(ctx) }()
+	}
+	for range cfg.Workers {
+		spawn(c.worker)
+	}
+	spawn(c.listen)
+	spawn(c.scanLoop)
+	spawn(c.copyLoop)
+	spawn(c.idleLoop)
+	spawn(c.states.run)
+	spawn(c.watchLoop)
+	wg.Wait()
+	return nil
+}
+
+// requiredColumns are the columns of the hub's schema this protocol uses.
+var requiredColumns = map[string][]string{
+	"projects":   {"project_id", "action_request", "state", "status", "run_quota", "settings", "users", "last_edited", "last_started"},
+	"copy_paths": {"id", "time", "source_project_id", "source_path", "target_project_id", "target_path", "overwrite_newer", "delete_missing", "backup", "exclude", "timeout", "scheduled", "started", "finished", "error", "expire"},
+}
+
+// waitForSchema retries until the database answers, then checks that the
+// hub's tables exist (a wrong database is a configuration error).
+func (c *controller) waitForSchema(ctx context.Context) error {
+	delay := c.cfg.RetryInterval
+	for {
+		err := c.checkSchema(ctx)
+		if err == nil {
+			return nil
+		}
+		var se schemaError
+		if errors.As(err, &se) {
+			return err
+		}
+		c.log.Warn("database not reachable, retrying", "err", err, "in", delay)
+		if !sleep(ctx, delay) {
+			return nil
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}
+
+type schemaError struct{ missing []string }
+
+func (e schemaError) Error() string {
+	return fmt.Sprintf("the database lacks columns the CoCalc hub creates: %v (is this the hub's database?)", e.missing)
+}
+
+func (c *controller) checkSchema(ctx context.Context) error {
+	rows, err := c.pool.Query(ctx, `SELECT table_name, column_name FROM information_schema.columns
+		WHERE table_schema = current_schema() AND table_name IN ('projects', 'copy_paths')`)
+	if err != nil {
+		return fmt.Errorf("read schema: %w", err)
+	}
+	have := map[string]bool{}
+	for rows.Next() {
+		var t, col string
+		if err := rows.Scan(&t, &col); err != nil {
+			return fmt.Errorf("read schema: %w", err)
+		}
+		have[t+"."+col] = true
+	}
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("read schema: %w", err)
+	}
+	var missing []string
+	for t, cols := range requiredColumns {
+		for _, col := range cols {
+			if !have[t+"."+col] {
+				missing = append(missing, t+"."+col)
+			}
+		}
+	}
+	if len(missing) > 0 {
+		return schemaError{missing}
+	}
+	return nil
+}
+
+// installTriggers creates (or replaces) the controller's notification
+// triggers. They only send the row's id, so they are cheap and independent
+// of the hub's own synctable triggers. Failure (e.g. no privilege) is logged
+// and the periodic scan keeps everything working, only slower.
+func (c *controller) installTriggers(ctx context.Context, conn *pgx.Conn) {
+	stmts := []string{
+		`CREATE OR REPLACE FUNCTION cocalc_k8s_notify_action_request() RETURNS TRIGGER AS $$
+		BEGIN
+			IF NEW.action_request IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.action_request IS DISTINCT FROM OLD.action_request) THEN
+				PERFORM pg_notify('` + actionChannel + `', NEW.project_id::text);
+			END IF;
+			RETURN NULL;
+		END; $$ LANGUAGE plpgsql`,
+		createTriggerOnce("cocalc_k8s_action_request", `CREATE TRIGGER cocalc_k8s_action_request
+			AFTER INSERT OR UPDATE OF action_request ON projects
+			FOR EACH ROW EXECUTE PROCEDURE cocalc_k8s_notify_action_request()`),
+		`CREATE OR REPLACE FUNCTION cocalc_k8s_notify_copy_paths() RETURNS TRIGGER AS $$
+		BEGIN
+			PERFORM pg_notify('` + copyChannel + `', NEW.id::text);
+			RETURN NULL;
+		END; $$ LANGUAGE plpgsql`,
+		createTriggerOnce("cocalc_k8s_copy_paths", `CREATE TRIGGER cocalc_k8s_copy_paths
+			AFTER INSERT ON copy_paths
+			FOR EACH ROW EXECUTE PROCEDURE cocalc_k8s_notify_copy_paths()`),
+	}
+	for _, s := range stmts {
+		if _, err := conn.Exec(ctx, s); err != nil {
+			c.log.Warn("cannot install notification trigger; relying on the periodic scan", "err", err)
+			return
+		}
+	}
+}
+
+// createTriggerOnce wraps CREATE TRIGGER so it is idempotent on every
+// PostgreSQL version (CREATE OR REPLACE TRIGGER needs 14).
+func createTriggerOnce(name, create string) string {
+	return `DO $do$ BEGIN
+		IF NOT EXISTS (SELECT 1 FROM pg_trigger WHERE tgname = '` + name + `' AND NOT tgisinternal) THEN
+			` + create + `;
+		END IF;
+	END $do$`
+}
+
+// listen keeps one connection LISTENing and turns notifications into work.
+// After every (re)connect it requests a full scan: notifications sent while
+// disconnected are lost.
+func (c *controller) listen(ctx context.Context) {
+	delay := c.cfg.RetryInterval
+	for ctx.Err() == nil {
+		err := c.listenOnce(ctx, func() { delay = c.cfg.RetryInterval })
+		if ctx.Err() != nil {
+			return
+		}
+		c.log.Warn("notification connection lost, reconnecting", "err", err, "in", delay)
+		if !sleep(ctx, delay) {
+			return
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
+}
+
+func (c *controller) listenOnce(ctx context.Context, connected func()) error {
+	conn, err := pgx.ConnectConfig(ctx, c.pool.Config().ConnConfig.Copy())
+	if err != nil {
+		return fmt.Errorf("connect: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	c.installTriggers(ctx, conn)
+	for _, ch := range []string{actionChannel, copyChannel, hubChannel} {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
+			return fmt.Errorf("listen %s: %w", ch, err)
+		}
+	}
+	connected()
+	kick(c.scanNow)
+	kick(c.copyNow)
+	kick(c.resyncCh)
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return err
+		}
+		switch n.Channel {
+		case actionChannel:
+			c.enqueue(n.Payload)
+		case copyChannel:
+			kick(c.copyNow)
+		case hubChannel:
+			if id := hubPayloadProjectID(n.Payload); id != "" {
+				c.enqueue(id)
+			}
+		}
+	}
+}
+
+// scanLoop is the safety net: it enqueues every unfinished request.
+func (c *controller) scanLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.ScanInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-c.scanNow:
+		}
+		ids, err := c.pendingProjects(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("scan for action requests failed", "err", err)
+			}
+			continue
+		}
+		for _, id := range ids {
+			c.enqueue(id)
+		}
+	}
+}
+
+// pendingPredicate selects action requests without a finished marker
+// (including malformed ones, which get an error recorded).
+const pendingPredicate = `action_request IS NOT NULL AND jsonb_typeof(action_request) <> 'null'
+	AND NOT (jsonb_typeof(action_request) = 'object' AND COALESCE(action_request->'finished', 'null'::jsonb) <> 'null'::jsonb)`
+
+func (c *controller) pendingProjects(ctx context.Context) ([]string, error) {
+	rows, err := c.pool.Query(ctx, `SELECT project_id::text FROM projects WHERE `+pendingPredicate)
+	if err != nil {
+		return nil, err
+	}
+	return pgx.CollectRows(rows, pgx.RowTo[string])
+}
+
+// enqueue schedules a project's request; a project already being handled is
+// looked at again when its current handling ends.
+func (c *controller) enqueue(id string) {
+	if projectfiles.CheckProjectID(id) != nil {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.inflight[id] {
+		c.dirty[id] = true
+		return
+	}
+	if c.queued[id] {
+		return
+	}
+	select {
+	case c.queue <- id:
+		c.queued[id] = true
+	default: // full: the next scan picks it up
+	}
+}
+
+func (c *controller) worker(ctx context.Context) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case id := <-c.queue:
+			c.mu.Lock()
+			delete(c.queued, id)
+			c.inflight[id] = true
+			c.mu.Unlock()
+
+			c.handleAction(ctx, id)
+
+			c.mu.Lock()
+			delete(c.inflight, id)
+			again := c.dirty[id]
+			delete(c.dirty, id)
+			c.mu.Unlock()
+			if again && ctx.Err() == nil {
+				c.enqueue(id)
+			}
+		}
+	}
+}
+
+func kick(ch chan struct{}) {
+	select {
+	case ch <- struct{}{}:
+	default:
+	}
+}
+
+func sleep(ctx context.Context, d time.Duration) bool {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+		return false
+	case <-t.C:
+		return true
+	}
+}

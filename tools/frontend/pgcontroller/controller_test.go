@@ -1,0 +1,521 @@
+package pgcontroller
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/test/pg"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol/hubcontroltest"
+)
+
+// One PostgreSQL server for the package; every test gets its own database.
+var (
+	shared    *pg.Server
+	dbCounter atomic.Int64
+)
+
+func sharedServer(t *testing.T) *pg.Server {
+	t.Helper()
+	if shared == nil {
+		t.Fatal("shared PostgreSQL server not started (TestMain)")
+	}
+	return shared
+}
+
+func TestMain(m *testing.M) {
+	var err error
+	shared, err = pg.StartMain()
+	if err != nil {
+		// Not a skip: CI installs PostgreSQL, and a missing server must be
+		// noticed rather than turn the suite silently green.
+		fmt.Fprintln(os.Stderr, "pgcontroller tests need PostgreSQL:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	shared.Close()
+	os.Exit(code)
+}
+
+type env struct {
+	t     *testing.T
+	url   string
+	pool  *pgxpool.Pool
+	fake  *hubcontroltest.Fake
+	files projectfiles.Store
+}
+
+func newEnv(t *testing.T, srv *pg.Server) *env {
+	t.Helper()
+	ctx := context.Background()
+	url := srv.CreateDatabase(ctx, fmt.Sprintf("t%d", dbCounter.Add(1)))
+	pool, err := pgxpool.New(ctx, url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	schema, err := os.ReadFile(filepath.Join("testdata", "schema.sql"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pool.Exec(ctx, string(schema)); err != nil {
+		t.Fatalf("create schema: %v", err)
+	}
+	uid := -1
+	if os.Getuid() == 0 {
+		uid = projectfiles.DefaultUID
+	}
+	return &env{t: t, url: url, pool: pool, fake: hubcontroltest.New(),
+		files: projectfiles.Store{Dir: filepath.Join(t.TempDir(), "home"), UID: uid, GID: uid}}
+}
+
+func (e *env) config() Config {
+	return Config{
+		ConnString: e.url, Files: e.files,
+		Logger: slog.New(slog.NewTextHandler(testWriter{e.t}, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		// Long scans: tests that expect a prompt reaction prove LISTEN/NOTIFY.
+		ScanInterval: time.Hour, IdleInterval: time.Hour, ResyncInterval: time.Hour,
+		RetryInterval: 50 * time.Millisecond,
+	}
+}
+
+// start runs a controller until the test ends (or stop is called).
+func (e *env) start(cfg Config, projects hubcontrol.Watcher) (stop func() error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- Run(ctx, cfg, projects) }()
+	var once sync.Once
+	var err error
+	stop = func() error {
+		once.Do(func() { cancel(); err = <-done })
+		return err
+	}
+	e.t.Cleanup(func() { _ = stop() })
+	return stop
+}
+
+func (e *env) exec(sql string, args ...any) {
+	e.t.Helper()
+	if _, err := e.pool.Exec(context.Background(), sql, args...); err != nil {
+		e.t.Fatalf("%s: %v", sql, err)
+	}
+}
+
+func (e *env) addProject(id string) {
+	e.exec(`INSERT INTO projects (project_id, state) VALUES ($1, '{"state":"opened"}')`, id)
+}
+
+// request writes an action request exactly as the hub's kucalc controller
+// does: jsonb_set merges {action, time} and deletes started and finished
+// (a previous err stays until the controller clears it).
+func (e *env) request(id, action string) {
+	e.t.Helper()
+	e.exec(`UPDATE projects SET action_request =
+		JSONB_SET(JSONB_SET((COALESCE(action_request, '{}'::JSONB) - 'started' - 'finished'), '{action}', $2::JSONB), '{time}', $3::JSONB)
+		WHERE project_id = $1`, id, fmt.Sprintf("%q", action), fmt.Sprintf("%q", time.Now().UTC().Format("2006-01-02T15:04:05.000Z")))
+}
+
+func (e *env) row(id string) (req map[string]any, state map[string]any) {
+	e.t.Helper()
+	var r, s []byte
+	if err := e.pool.QueryRow(context.Background(), `SELECT action_request, state FROM projects WHERE project_id = $1`, id).Scan(&r, &s); err != nil {
+		e.t.Fatal(err)
+	}
+	_ = json.Unmarshal(r, &req)
+	_ = json.Unmarshal(s, &state)
+	return req, state
+}
+
+// waitFinished waits until the request is finished and returns it.
+func (e *env) waitFinished(id string) map[string]any {
+	e.t.Helper()
+	var req map[string]any
+	eventually(e.t, "action_request of "+id+" finished", func() bool {
+		req, _ = e.row(id)
+		return req["finished"] != nil
+	})
+	return req
+}
+
+// eventually polls cond; the bound is a liveness limit, not a speed claim.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
+
+var _ io.Writer = testWriter{}
+
+const (
+	p1 = "aaaaaaaa-0000-4000-8000-000000000001"
+	p2 = "aaaaaaaa-0000-4000-8000-000000000002"
+	p3 = "aaaaaaaa-0000-4000-8000-000000000003"
+)
+
+func TestStartStopRestart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.addProject(p1)
+	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 2, "cpu_request": 0.25, "memory_limit": 3000, "network": true, "idle_timeout": 3600}',
+		action_request = '{"action": "start", "err": "old failure", "finished": "2020-01-01T00:00:00.000Z"}' WHERE project_id = $1`, p1)
+	e.start(e.config(), e.fake)
+
+	e.request(p1, "start")
+	req := e.waitFinished(p1)
+	if req["err"] != nil || req["started"] == nil || req["action"] != "start" {
+		t.Errorf("request after start: %v", req)
+	}
+	eventually(t, "state running with ip", func() bool {
+		_, st := e.row(p1)
+		return st["state"] == "running" && st["ip"] != nil && st["time"] != nil
+	})
+	calls := e.fake.Calls("start")
+	if len(calls) != 1 || calls[0].Quota != (podtemplate.Quota{Cores: 2, MemoryMiB: 3000, CPUShares: 250, Network: true, IdleTimeoutSeconds: 3600}) {
+		t.Errorf("start calls %+v", calls)
+	}
+	var lastStarted *time.Time
+	if err := e.pool.QueryRow(context.Background(), `SELECT last_started FROM projects WHERE project_id = $1`, p1).Scan(&lastStarted); err != nil || lastStarted == nil {
+		t.Errorf("last_started not set: %v", err)
+	}
+	if _, err := os.Stat(e.files.ProjectPath(p1)); err != nil {
+		t.Errorf("home not created: %v", err)
+	}
+
+	e.request(p1, "stop")
+	e.waitFinished(p1)
+	eventually(t, "state opened", func() bool { _, st := e.row(p1); return st["state"] == "opened" && st["ip"] == nil })
+
+	e.request(p1, "restart")
+	e.waitFinished(p1)
+	eventually(t, "running again", func() bool { _, st := e.row(p1); return st["state"] == "running" })
+	if n, m := e.fake.CountCalls("start", p1), e.fake.CountCalls("stop", p1); n != 2 || m != 2 {
+		t.Errorf("after restart: %d starts, %d stops", n, m)
+	}
+}
+
+func TestStartFailureIsRecorded(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.addProject(p1)
+	e.fake.StartErr = func(id string) error { return errors.New("image pull failed: ErrImagePull") }
+	e.start(e.config(), e.fake)
+	e.request(p1, "start")
+	req := e.waitFinished(p1)
+	if !strings.Contains(fmt.Sprint(req["err"]), "ErrImagePull") {
+		t.Errorf("err not recorded: %v", req)
+	}
+}
+
+func TestConcurrentControllersStartEachProjectOnce(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.fake.StartDelay = 100 * time.Millisecond
+	var ids []string
+	for i := range 12 {
+		id := fmt.Sprintf("bbbbbbbb-0000-4000-8000-%012d", i)
+		ids = append(ids, id)
+		e.addProject(id)
+	}
+	// Two controllers (as during a rollout) on the same database and
+	// cluster, both notified of every request and both scanning often.
+	cfgA, cfgB := e.config(), e.config()
+	cfgA.ID, cfgB.ID = "A", "B"
+	cfgA.ScanInterval, cfgB.ScanInterval = 30*time.Millisecond, 30*time.Millisecond
+	e.start(cfgA, e.fake)
+	e.start(cfgB, e.fake)
+	time.Sleep(100 * time.Millisecond) // both LISTENing
+	for _, id := range ids {
+		e.request(id, "start")
+	}
+	for _, id := range ids {
+		if req := e.waitFinished(id); req["err"] != nil {
+			t.Errorf("%s: %v", id, req["err"])
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // give a duplicate a chance to show
+	for _, id := range ids {
+		if n := e.fake.CountCalls("start", id); n != 1 {
+			t.Errorf("project %s started %d times", id, n)
+		}
+	}
+}
+
+func TestMalformedRequestsAreRecordedNotFatal(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	cases := map[string]string{
+		"cccccccc-0000-4000-8000-000000000001": `"start"`,
+		"cccccccc-0000-4000-8000-000000000002": `[1, 2, 3]`,
+		"cccccccc-0000-4000-8000-000000000003": `{"action": 42}`,
+		"cccccccc-0000-4000-8000-000000000004": `{"action": "explode", "time": "2026-01-01T00:00:00.000Z"}`,
+		"cccccccc-0000-4000-8000-000000000005": `{"time": "2026-01-01T00:00:00.000Z"}`,
+		"cccccccc-0000-4000-8000-000000000006": `{"action": ["start"]}`,
+		"cccccccc-0000-4000-8000-000000000007": `42`,
+	}
+	for id := range cases {
+		e.addProject(id)
+	}
+	e.addProject(p1)
+	e.start(e.config(), e.fake)
+	for id, raw := range cases {
+		e.exec(`UPDATE projects SET action_request = $2::jsonb WHERE project_id = $1`, id, raw)
+	}
+	for id, raw := range cases {
+		req := e.waitFinished(id)
+		if !strings.Contains(fmt.Sprint(req["err"]), "invalid action request") {
+			t.Errorf("%s: err %v", raw, req["err"])
+		}
+	}
+	if len(e.fake.Calls("")) != 0 {
+		t.Errorf("malformed requests reached the orchestrator: %+v", e.fake.Calls(""))
+	}
+	e.request(p1, "start") // the controller still works
+	if req := e.waitFinished(p1); req["err"] != nil {
+		t.Errorf("valid request after malformed ones: %v", req)
+	}
+}
+
+func TestExpiredRequestIsNotPerformed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.addProject(p1)
+	e.exec(`UPDATE projects SET action_request = jsonb_build_object('action', 'start', 'time', $2::text) WHERE project_id = $1`,
+		p1, time.Now().Add(-2*time.Hour).UTC().Format(time.RFC3339))
+	e.start(e.config(), e.fake)
+	req := e.waitFinished(p1)
+	if !strings.Contains(fmt.Sprint(req["err"]), "expired") || e.fake.CountCalls("start", p1) != 0 {
+		t.Errorf("expired request: %v, %d starts", req, e.fake.CountCalls("start", p1))
+	}
+}
+
+func TestCrashBetweenStartedAndFinishedIsRecovered(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.addProject(p1)
+	stuck := hubcontroltest.New()
+	stuck.StartDelay = time.Hour
+	stopA := e.start(e.config(), stuck)
+	e.request(p1, "start")
+	var started any
+	eventually(t, "request started by A", func() bool {
+		req, _ := e.row(p1)
+		started = req["started"]
+		return started != nil && stuck.CountCalls("start", p1) == 1
+	})
+	if err := stopA(); err != nil { // A dies mid-start
+		t.Fatal(err)
+	}
+	if req, _ := e.row(p1); req["finished"] != nil {
+		t.Fatalf("a controller that died must not mark the request finished: %v", req)
+	}
+	e.start(e.config(), e.fake)
+	req := e.waitFinished(p1)
+	if req["err"] != nil || req["started"] != started {
+		t.Errorf("recovered request %v (started must stay %v)", req, started)
+	}
+	if n := e.fake.CountCalls("start", p1); n != 1 {
+		t.Errorf("recovery performed start %d times", n)
+	}
+}
+
+func TestDatabaseRestartMidRun(t *testing.T) {
+	t.Parallel()
+	srv := pg.Start(t) // its own server: this test stops it
+	e := newEnv(t, srv)
+	e.addProject(p1)
+	e.addProject(p2)
+	e.start(e.config(), e.fake)
+	e.request(p1, "start")
+	e.waitFinished(p1)
+
+	srv.Stop()
+	// A pod event while the database is down must not be lost.
+	e.fake.Set(hubcontrol.Status{ProjectID: p1, State: hubcontrol.Starting, Error: "CrashLoopBackOff"})
+	time.Sleep(300 * time.Millisecond)
+	srv.Restart()
+
+	eventually(t, "state written after the database came back", func() bool {
+		var st []byte
+		if err := e.pool.QueryRow(context.Background(), `SELECT state FROM projects WHERE project_id = $1`, p1).Scan(&st); err != nil {
+			return false
+		}
+		return strings.Contains(string(st), "CrashLoopBackOff") && strings.Contains(string(st), `"starting"`)
+	})
+	// The listener reconnected: a new request is seen without a scan.
+	eventually(t, "request accepted after restart", func() bool {
+		_, err := e.pool.Exec(context.Background(), `UPDATE projects SET action_request = jsonb_build_object('action', 'start', 'time', $2::text) WHERE project_id = $1`,
+			p2, time.Now().UTC().Format(time.RFC3339Nano))
+		return err == nil
+	})
+	if req := e.waitFinished(p2); req["err"] != nil {
+		t.Errorf("after restart: %v", req)
+	}
+}
+
+func TestScanIsTheSafetyNet(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.addProject(p1)
+	cfg := e.config()
+	cfg.ScanInterval = 50 * time.Millisecond
+	e.start(cfg, e.fake)
+	eventually(t, "trigger installed", func() bool {
+		var n int
+		_ = e.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_trigger WHERE tgname = 'cocalc_k8s_action_request'`).Scan(&n)
+		return n == 1
+	})
+	e.exec(`DROP TRIGGER cocalc_k8s_action_request ON projects`) // no more notifications
+	e.request(p1, "start")
+	e.waitFinished(p1)
+}
+
+func TestCopyPaths(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	write := func(project, rel, content string) {
+		p := filepath.Join(e.files.ProjectPath(project), rel)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(p1, "course/hw1.ipynb", "{}")
+	write(p1, "course/.smc/secret_token", "secret")
+	write(p1, "course/skip.tmp", "tmp")
+	write(p2, "hw/extra", "x")
+	e.start(e.config(), e.fake)
+	insert := func(id, src, srcPath, dst, dstPath string, extra string) {
+		e.exec(`INSERT INTO copy_paths (id, time, source_project_id, source_path, target_project_id, target_path, exclude, delete_missing, scheduled)
+			VALUES ($1, now() AT TIME ZONE 'UTC', $2, $3, $4, $5, ARRAY['*.tmp'], true, `+extra+`)`, id, src, srcPath, dst, dstPath)
+	}
+	ok, bad, later := "dddddddd-0000-4000-8000-000000000001", "dddddddd-0000-4000-8000-000000000002", "dddddddd-0000-4000-8000-000000000003"
+	insert(ok, p1, "course", p2, "hw", "NULL")
+	insert(bad, p1, "../"+p2, p3, "stolen", "NULL")
+	insert(later, p1, "course", p3, "later", "now() AT TIME ZONE 'UTC' + interval '1 day'")
+	get := func(id string) (started, finished *time.Time, errText *string) {
+		if err := e.pool.QueryRow(context.Background(), `SELECT started, finished, error FROM copy_paths WHERE id = $1`, id).Scan(&started, &finished, &errText); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	eventually(t, "copies finished", func() bool {
+		_, f1, _ := get(ok)
+		_, f2, _ := get(bad)
+		return f1 != nil && f2 != nil
+	})
+	if s, _, errText := get(ok); errText != nil || s == nil {
+		t.Errorf("ok copy: started %v error %v", s, errText)
+	}
+	if _, _, errText := get(bad); errText == nil || !strings.Contains(*errText, "must be contained in project_path") {
+		t.Errorf("escaping copy must fail: %v", errText)
+	}
+	if s, f, _ := get(later); s != nil || f != nil {
+		t.Error("a scheduled copy ran early")
+	}
+	b, err := os.ReadFile(filepath.Join(e.files.ProjectPath(p2), "hw/hw1.ipynb"))
+	if err != nil || string(b) != "{}" {
+		t.Errorf("copied file: %q %v", b, err)
+	}
+	for _, rel := range []string{"hw/.smc", "hw/skip.tmp", "hw/extra"} {
+		if _, err := os.Lstat(filepath.Join(e.files.ProjectPath(p2), rel)); err == nil {
+			t.Errorf("%s must not exist (excluded or deleted)", rel)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(e.files.ProjectPath(p3), "stolen")); err == nil {
+		t.Error("escaping copy wrote files")
+	}
+}
+
+func TestIdleProjectsAreStopped(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	for _, id := range []string{p1, p2, p3} {
+		e.addProject(id)
+		if err := e.fake.Start(context.Background(), id, podtemplate.Quota{}, hubcontrol.StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.exec(`UPDATE projects SET state = '{"state": "running"}', last_started = now() AT TIME ZONE 'UTC' - interval '1 hour'`)
+	// p1: idle 2h with a 1h timeout. p2: always running. p3: edited recently.
+	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 1, "idle_timeout": 3600}', last_edited = now() AT TIME ZONE 'UTC' - interval '2 hours' WHERE project_id = $1`, p1)
+	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 1, "idle_timeout": 3600, "always_running": true}', last_edited = now() AT TIME ZONE 'UTC' - interval '2 hours' WHERE project_id = $1`, p2)
+	e.exec(`UPDATE projects SET settings = '{"mintime": 3600}', last_edited = now() AT TIME ZONE 'UTC' - interval '5 minutes' WHERE project_id = $1`, p3)
+	cfg := e.config()
+	cfg.IdleInterval = 50 * time.Millisecond
+	e.start(cfg, e.fake)
+	req := e.waitFinished(p1)
+	if req["action"] != "stop" || req["reason"] != "idle" || req["err"] != nil {
+		t.Errorf("idle stop request %v", req)
+	}
+	time.Sleep(200 * time.Millisecond) // several more idle checks
+	for _, id := range []string{p2, p3} {
+		if n := e.fake.CountCalls("stop", id); n != 0 {
+			t.Errorf("%s stopped though not idle", id)
+		}
+	}
+}
+
+func TestResyncMarksVanishedPodsOpened(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.addProject(p1)
+	e.addProject(p2)
+	if err := e.fake.Start(context.Background(), p1, podtemplate.Quota{}, hubcontrol.StartOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	e.exec(`UPDATE projects SET state = '{"state": "running", "ip": "10.9.9.9"}' WHERE project_id = $1`, p2) // its pod is gone
+	e.start(e.config(), e.fake)
+	eventually(t, "states reconciled", func() bool {
+		_, s1 := e.row(p1)
+		_, s2 := e.row(p2)
+		return s1["state"] == "running" && s1["ip"] != nil && s2["state"] == "opened" && s2["ip"] == nil
+	})
+}
+
+func TestWrongDatabaseIsAConfigurationError(t *testing.T) {
+	t.Parallel()
+	srv := sharedServer(t)
+	url := srv.CreateDatabase(context.Background(), fmt.Sprintf("t%d", dbCounter.Add(1)))
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	err := Run(ctx, Config{ConnString: url, RetryInterval: 10 * time.Millisecond}, hubcontroltest.New())
+	var se schemaError
+	if !errors.As(err, &se) || len(se.missing) == 0 {
+		t.Errorf("got %v", err)
+	}
+	if err := Run(ctx, Config{ConnString: "postgres://%zz"}, hubcontroltest.New()); err == nil {
+		t.Error("bad connection string accepted")
+	}
+}
+
+var _ = pgx.ErrNoRows

@@ -1,0 +1,76 @@
+package pgcontroller
+
+import (
+	"context"
+	"time"
+)
+
+// idleLoop requests a stop for running projects that are idle: last_edited
+// older than the quota's idle timeout, and running for at least MinRun since
+// last_started (CoCalc's stop-idle-projects rule). The stop is written as an
+// action_request, like the hub's own idle loop does, so it goes through the
+// same exactly-once path and the hub sees why the project stopped.
+func (c *controller) idleLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.IdleInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if err := c.stopIdle(ctx); err != nil && ctx.Err() == nil {
+			c.log.Warn("idle check failed", "err", err)
+		}
+	}
+}
+
+func (c *controller) stopIdle(ctx context.Context) error {
+	rows, err := c.pool.Query(ctx, `SELECT project_id::text, run_quota, settings, users,
+			EXTRACT(EPOCH FROM now() - last_edited)::float8, EXTRACT(EPOCH FROM now() - last_started)::float8
+		FROM projects WHERE state->>'state' = 'running'`)
+	if err != nil {
+		return err
+	}
+	type candidate struct {
+		id                        string
+		runQuota, settings, users []byte
+		edited, started           *float64
+	}
+	var idle []string
+	for rows.Next() {
+		var r candidate
+		if err := rows.Scan(&r.id, &r.runQuota, &r.settings, &r.users, &r.edited, &r.started); err != nil {
+			rows.Close()
+			return err
+		}
+		q := quotaFor(r.runQuota, r.settings, r.users, c.cfg.DefaultIdleTimeout)
+		if q.AlwaysRunning || q.IdleTimeout <= 0 {
+			continue
+		}
+		if r.edited != nil && *r.edited <= q.IdleTimeout.Seconds() {
+			continue
+		}
+		if r.started != nil && *r.started <= c.cfg.MinRun.Seconds() {
+			continue
+		}
+		idle = append(idle, r.id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range idle {
+		tag, err := c.pool.Exec(ctx, `UPDATE projects SET action_request =
+				jsonb_build_object('action', 'stop', 'time', `+nowJSON+`, 'reason', 'idle')
+			WHERE project_id = $1 AND state->>'state' = 'running' AND NOT (`+pendingPredicate+`)`, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() > 0 {
+			c.log.Info("stopping idle project", "project", id)
+			c.enqueue(id)
+		}
+	}
+	return nil
+}
