@@ -214,10 +214,8 @@ func (c *controller) markDirty(id string) {
 // perform runs the action through the orchestrator.
 func (c *controller) perform(ctx context.Context, id, action string, runQuota, settings, users []byte) error {
 	start := func() error {
+		// The orchestrator creates the home directory before the pod.
 		q := quotaFor(runQuota, settings, users, c.cfg.DefaultIdleTimeout)
-		if err := c.cfg.Files.Mkdir(id, "."); err != nil {
-			return fmt.Errorf("create home: %w", err)
-		}
 		sctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
 		defer cancel()
 		if err := c.projects.Start(sctx, id, q.Quota, hubcontrol.StartOptions{}); err != nil {

@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"sync"
 	"time"
 
@@ -141,6 +142,9 @@ type controller struct {
 // (unusable connection string, tables or columns the hub would have).
 func Run(ctx context.Context, cfg Config, projects hubcontrol.Watcher) error {
 	cfg.setDefaults()
+	if !filepath.IsAbs(cfg.Files.Dir) {
+		return fmt.Errorf("pgcontroller: Files.Dir (the project homes root) must be an absolute path, got %q", cfg.Files.Dir)
+	}
 	pcfg, err := pgxpool.ParseConfig(cfg.ConnString)
 	if err != nil {
 		return fmt.Errorf("database connection string: %w", err)
@@ -256,7 +260,11 @@ func (c *controller) installTriggers(ctx context.Context, conn *pgx.Conn) {
 	stmts := []string{
 		`CREATE OR REPLACE FUNCTION cocalc_k8s_notify_action_request() RETURNS TRIGGER AS $$
 		BEGIN
-			IF NEW.action_request IS NOT NULL AND (TG_OP = 'INSERT' OR NEW.action_request IS DISTINCT FROM OLD.action_request) THEN
+			-- Only unfinished requests: the controller's own "finished"
+			-- writes need no reaction.
+			IF NEW.action_request IS NOT NULL
+				AND COALESCE(NEW.action_request->'finished', 'null'::jsonb) = 'null'::jsonb
+				AND (TG_OP = 'INSERT' OR NEW.action_request IS DISTINCT FROM OLD.action_request) THEN
 				PERFORM pg_notify('` + actionChannel + `', NEW.project_id::text);
 			END IF;
 			RETURN NULL;

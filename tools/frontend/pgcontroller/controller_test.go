@@ -205,9 +205,6 @@ func TestStartStopRestart(t *testing.T) {
 	if err := e.pool.QueryRow(context.Background(), `SELECT last_started FROM projects WHERE project_id = $1`, p1).Scan(&lastStarted); err != nil || lastStarted == nil {
 		t.Errorf("last_started not set: %v", err)
 	}
-	if _, err := os.Stat(e.files.ProjectPath(p1)); err != nil {
-		t.Errorf("home not created: %v", err)
-	}
 
 	e.request(p1, "stop")
 	e.waitFinished(p1)
@@ -508,13 +505,17 @@ func TestWrongDatabaseIsAConfigurationError(t *testing.T) {
 	url := srv.CreateDatabase(context.Background(), fmt.Sprintf("t%d", dbCounter.Add(1)))
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	err := Run(ctx, Config{ConnString: url, RetryInterval: 10 * time.Millisecond}, hubcontroltest.New())
+	files := projectfiles.Store{Dir: t.TempDir(), UID: -1, GID: -1}
+	err := Run(ctx, Config{ConnString: url, Files: files, RetryInterval: 10 * time.Millisecond}, hubcontroltest.New())
 	var se schemaError
 	if !errors.As(err, &se) || len(se.missing) == 0 {
 		t.Errorf("got %v", err)
 	}
-	if err := Run(ctx, Config{ConnString: "postgres://%zz"}, hubcontroltest.New()); err == nil {
+	if err := Run(ctx, Config{ConnString: "postgres://%zz", Files: files}, hubcontroltest.New()); err == nil {
 		t.Error("bad connection string accepted")
+	}
+	if err := Run(ctx, Config{ConnString: url}, hubcontroltest.New()); err == nil || !strings.Contains(err.Error(), "absolute") {
+		t.Errorf("missing homes root accepted: %v", err)
 	}
 }
 

@@ -110,7 +110,7 @@ func TestParseRequest(t *testing.T) {
 func TestHubPayloadProjectID(t *testing.T) {
 	for payload, want := range map[string]string{
 		`["UPDATE",{"project_id":"aaaaaaaa-0000-4000-8000-000000000001"},{"project_id":"aaaaaaaa-0000-4000-8000-000000000001"}]`: "aaaaaaaa-0000-4000-8000-000000000001",
-		`["DELETE",null,{"project_id":"aaaaaaaa-0000-4000-8000-000000000002"}]`:                                                   "aaaaaaaa-0000-4000-8000-000000000002",
+		`["DELETE",null,{"project_id":"aaaaaaaa-0000-4000-8000-000000000002"}]`:                                                  "aaaaaaaa-0000-4000-8000-000000000002",
 		`["INSERT"]`: "",
 		`garbage`:    "",
 	} {

@@ -22,6 +22,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -49,6 +50,14 @@ type Config struct {
 	PollInterval time.Duration
 }
 
+// ProgramName is the name the compute server runs; a binary installed (or
+// symlinked) under it should call Run (see IsInvocation).
+const ProgramName = "smc-compute"
+
+// IsInvocation reports whether argv0 (os.Args[0]) names smc-compute, for
+// dispatching a multi-call binary.
+func IsInvocation(argv0 string) bool { return filepath.Base(argv0) == ProgramName }
+
 // Run executes one smc-compute command line (args without the program
 // name) and returns the process exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer, cfg Config) int {
@@ -60,6 +69,9 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, cfg Confi
 	if err != nil {
 		fmt.Fprintf(stderr, "usage: smc-compute [--kubernetes] <action> [options] <project_id> [<project_id> ...]\nsmc-compute: error: %v\n", err)
 		return 2
+	}
+	if cfg.Files.Dir == "" {
+		cfg.Files.Dir = DefaultHomes
 	}
 	r := runner{cfg: cfg, in: in}
 	if r.cfg.PollInterval <= 0 {
@@ -249,11 +261,8 @@ func (r *runner) start(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
-	// The original created the home (owned by the project user) before the
-	// pod could mount it.
-	if err := r.cfg.Files.Mkdir(id, "."); err != nil {
-		return fmt.Errorf("create home of project %s: %w", id, err)
-	}
+	// The orchestrator creates the home (owned by the project user) before
+	// the pod can mount it, as the original's create_project_path did.
 	err = p.Start(ctx, id, q, hubcontrol.StartOptions{
 		BaseURL:        in.str("base_url", ""),
 		ExtraEnv:       extra,

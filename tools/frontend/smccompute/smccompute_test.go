@@ -291,3 +291,16 @@ func TestHelp(t *testing.T) {
 		t.Errorf("help: %d %q", code, stdout)
 	}
 }
+
+func TestIsInvocation(t *testing.T) {
+	for argv0, want := range map[string]bool{
+		"/usr/local/bin/smc-compute": true,
+		"smc-compute":                true,
+		"/usr/local/bin/cocalc-k8s":  false,
+		"smc-compute-old":            false,
+	} {
+		if got := IsInvocation(argv0); got != want {
+			t.Errorf("IsInvocation(%q) = %v", argv0, got)
+		}
+	}
+}
