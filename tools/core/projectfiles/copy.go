@@ -99,7 +99,7 @@ func (s Store) Copy(ctx context.Context, req CopyRequest) error {
 		patterns = append(patterns, HistoryExclude)
 	}
 	patterns = append(patterns, req.Exclude...)
-	c := &copier{ctx: ctx, s: s, src: src, dst: dst, req: req, ex: compileExcludes(patterns)}
+	c := &copier{ctx: ctx, s: s, src: src, dst: dst, req: req, ex: compileExcludes(patterns), rootSrc: srcRel}
 
 	if srcInfo.IsDir() {
 		if err := s.mkdirAll(dst, filepath.Dir(dstRel)); err != nil {
@@ -135,6 +135,8 @@ type copier struct {
 	req  CopyRequest
 	ex   excludes
 	errs []error
+	// rootSrc is the source path of the transfer root.
+	rootSrc string
 	// dirTimes are applied after the contents are written (writing into a
 	// directory changes its mtime).
 	dirTimes []dirTime
@@ -257,6 +259,13 @@ func (c *copier) syncEntry(srcRel, dstRel string, info fs.FileInfo) bool {
 		return false
 	}
 	mode := info.Mode()
+	if exists && mode.IsDir() && cur.Mode()&fs.ModeSymlink != 0 && srcRel == c.rootSrc {
+		// The target directory itself may be a link to a directory of the
+		// target project (rsync resolves "dst/"); os.Root keeps it inside.
+		if st, err := c.dst.Stat(dstRel); err == nil && st.IsDir() {
+			cur = st
+		}
+	}
 	switch {
 	case mode.IsDir():
 		if exists && !cur.IsDir() {

@@ -153,6 +153,12 @@ func (s Store) mkdirAll(r *os.Root, rel string) error {
 	if rel == "." || rel == "" {
 		return nil
 	}
+	// Stat follows symlinks, but os.Root only inside the home: a link to
+	// one of the project's directories counts as that directory (as the
+	// original's os.path.isdir), a link leaving the home is an error.
+	if st, err := r.Stat(rel); err == nil && st.IsDir() {
+		return nil
+	}
 	st, err := r.Lstat(rel)
 	if err == nil {
 		if st.IsDir() {

@@ -498,6 +498,27 @@ func TestCopy(t *testing.T) {
 		}
 	})
 
+	t.Run("links to directories inside the target are followed, never replaced", func(t *testing.T) {
+		s := newStore(t)
+		write(t, s, projA, "d/f", "x", old)
+		write(t, s, projB, "real/keep", "k", old)
+		if err := os.Symlink("real", filepath.Join(s.ProjectPath(projB), "alias")); err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Copy(ctx, CopyRequest{SourceProject: projA, SourcePath: "d", TargetProject: projB, TargetPath: "alias"}); err != nil {
+			t.Fatal(err)
+		}
+		if !isLink(s, projB, "alias") || read(t, s, projB, "real/f") != "x" || read(t, s, projB, "real/keep") != "k" {
+			t.Error("copy into a linked directory must write through the link inside the project")
+		}
+		if err := s.Copy(ctx, CopyRequest{SourceProject: projA, SourcePath: "d/f", TargetProject: projB, TargetPath: "alias/sub/f"}); err != nil {
+			t.Fatal(err)
+		}
+		if read(t, s, projB, "real/sub/f") != "x" {
+			t.Error("parent through a link inside the project")
+		}
+	})
+
 	t.Run("cancelled context reports an error", func(t *testing.T) {
 		s := newStore(t)
 		write(t, s, projA, "d/f", "x", old)
@@ -512,4 +533,25 @@ func TestCopy(t *testing.T) {
 func isLink(s Store, project, rel string) bool {
 	st, err := os.Lstat(filepath.Join(s.ProjectPath(project), rel))
 	return err == nil && st.Mode()&os.ModeSymlink != 0
+}
+
+// FuzzResolve checks the textual confinement: whatever the hub sends, an
+// accepted path stays inside the home.
+func FuzzResolve(f *testing.F) {
+	for _, seed := range []string{"", ".", "a/b", "../x", "/projects/home/" + projA + "/y", "a/../../b", "./-rf", "..a", "a/..", "//x", "/projects/home/" + projA + "x"} {
+		f.Add(seed)
+	}
+	home := "/projects/home/" + projA
+	f.Fuzz(func(t *testing.T, p string) {
+		rel, ok := resolve(home, p)
+		if !ok {
+			return
+		}
+		if rel != "." && (filepath.IsAbs(rel) || rel == ".." || strings.HasPrefix(rel, "../")) {
+			t.Fatalf("resolve(%q) = %q escapes", p, rel)
+		}
+		if j := filepath.Join(home, rel); j != home && !strings.HasPrefix(j, home+"/") {
+			t.Fatalf("resolve(%q) = %q joins to %q", p, rel, j)
+		}
+	})
 }
