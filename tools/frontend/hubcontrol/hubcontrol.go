@@ -79,3 +79,11 @@ type Watcher interface {
 	// re-List and re-Watch).
 	Watch(ctx context.Context) (<-chan Status, error)
 }
+
+// Toucher is implemented by orchestrators that also stop idle projects on
+// their own (measuring from the last Start or Touch). A front-end that knows
+// about user activity (the database's last_edited) touches active projects,
+// so the orchestrator never stops a project someone is working in.
+type Toucher interface {
+	Touch(ctx context.Context, projectID string) error
+}

@@ -479,6 +479,12 @@ func TestIdleProjectsAreStopped(t *testing.T) {
 		if n := e.fake.CountCalls("stop", id); n != 0 {
 			t.Errorf("%s stopped though not idle", id)
 		}
+		if e.fake.CountCalls("touch", id) == 0 {
+			t.Errorf("active project %s not touched (the orchestrator's sweep would stop it)", id)
+		}
+	}
+	if n := e.fake.CountCalls("touch", p1); n != 0 {
+		t.Errorf("idle project touched %d times", n)
 	}
 }
 

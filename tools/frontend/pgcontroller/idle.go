@@ -3,6 +3,8 @@ package pgcontroller
 import (
 	"context"
 	"time"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
 )
 
 // idleLoop requests a stop for running projects that are idle: last_edited
@@ -37,7 +39,7 @@ func (c *controller) stopIdle(ctx context.Context) error {
 		runQuota, settings, users []byte
 		edited, started           *float64
 	}
-	var idle []string
+	var idle, active []string
 	for rows.Next() {
 		var r candidate
 		if err := rows.Scan(&r.id, &r.runQuota, &r.settings, &r.users, &r.edited, &r.started); err != nil {
@@ -45,20 +47,29 @@ func (c *controller) stopIdle(ctx context.Context) error {
 			return err
 		}
 		q := quotaFor(r.runQuota, r.settings, r.users, c.cfg.DefaultIdleTimeout)
-		if q.AlwaysRunning || q.IdleTimeout <= 0 {
-			continue
+		switch {
+		case q.AlwaysRunning || q.IdleTimeout <= 0,
+			r.edited != nil && *r.edited <= q.IdleTimeout.Seconds(),
+			r.started != nil && *r.started <= c.cfg.MinRun.Seconds():
+			active = append(active, r.id)
+		default:
+			idle = append(idle, r.id)
 		}
-		if r.edited != nil && *r.edited <= q.IdleTimeout.Seconds() {
-			continue
-		}
-		if r.started != nil && *r.started <= c.cfg.MinRun.Seconds() {
-			continue
-		}
-		idle = append(idle, r.id)
 	}
 	rows.Close()
 	if err := rows.Err(); err != nil {
 		return err
+	}
+	// The orchestrator's own idle sweep only sees Start and Touch; the
+	// database knows about edits. Touching active projects keeps the sweep
+	// from stopping someone's work (the 2020 system's "restarts every 10
+	// minutes while people are working").
+	if t, ok := c.projects.(hubcontrol.Toucher); ok {
+		for _, id := range active {
+			if err := t.Touch(ctx, id); err != nil {
+				c.log.Warn("cannot record project activity", "project", id, "err", err)
+			}
+		}
 	}
 	for _, id := range idle {
 		tag, err := c.pool.Exec(ctx, `UPDATE projects SET action_request =

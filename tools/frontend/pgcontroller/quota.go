@@ -66,7 +66,7 @@ func quotaFor(runQuotaJSON, settingsJSON, usersJSON []byte, defaultIdle time.Dur
 		if rq.IdleTimeout != nil && !q.AlwaysRunning {
 			q.IdleTimeout = time.Duration(rq.IdleTimeout.value() * float64(time.Second))
 		}
-		q.Quota.IdleTimeoutSeconds = int64(q.IdleTimeout / time.Second)
+		q.Quota.IdleTimeoutSeconds = orchestratorIdle(q)
 		return q
 	}
 
@@ -109,8 +109,21 @@ func quotaFor(runQuotaJSON, settingsJSON, usersJSON []byte, defaultIdle time.Dur
 			q.IdleTimeout = defaultIdle
 		}
 	}
-	q.Quota.IdleTimeoutSeconds = int64(q.IdleTimeout / time.Second)
+	q.Quota.IdleTimeoutSeconds = orchestratorIdle(q)
 	return q
+}
+
+// neverIdleSeconds is the longest idle timeout a quota may carry (ten
+// years); the orchestrator reads 0 as "template default", not "never".
+const neverIdleSeconds = 10 * 365 * 24 * 3600
+
+// orchestratorIdle is the idle timeout handed to the orchestrator, whose own
+// sweep is the fallback when this controller is not running.
+func orchestratorIdle(q projectQuota) int64 {
+	if q.AlwaysRunning || q.IdleTimeout <= 0 {
+		return neverIdleSeconds
+	}
+	return int64(q.IdleTimeout / time.Second)
 }
 
 // number accepts a JSON number or a numeric string (CoCalc documents that

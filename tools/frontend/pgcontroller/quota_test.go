@@ -25,13 +25,13 @@ func TestQuotaFor(t *testing.T) {
 		{
 			name:     "always running has no idle timeout",
 			runQuota: `{"cpu_limit": 1, "memory_limit": 1000, "idle_timeout": 600, "always_running": true}`,
-			want:     podtemplate.Quota{Cores: 1, MemoryMiB: 1000},
+			want:     podtemplate.Quota{Cores: 1, MemoryMiB: 1000, IdleTimeoutSeconds: neverIdleSeconds},
 			always:   true,
 		},
 		{
 			name:     "run_quota without idle_timeout never idles (as CoCalc's query)",
 			runQuota: `{"cpu_limit": 1, "memory_limit": 1000}`,
-			want:     podtemplate.Quota{Cores: 1, MemoryMiB: 1000},
+			want:     podtemplate.Quota{Cores: 1, MemoryMiB: 1000, IdleTimeoutSeconds: neverIdleSeconds},
 		},
 		{
 			name:     "settings plus user upgrades (older hubs)",
@@ -54,7 +54,7 @@ func TestQuotaFor(t *testing.T) {
 		{
 			name:     "always_running setting",
 			settings: `{"always_running": 1}`,
-			want:     podtemplate.Quota{},
+			want:     podtemplate.Quota{IdleTimeoutSeconds: neverIdleSeconds},
 			always:   true,
 		},
 		{
@@ -68,7 +68,7 @@ func TestQuotaFor(t *testing.T) {
 		{
 			name:     "wrong types inside run_quota",
 			runQuota: `{"cpu_limit": "2", "memory_limit": {"x": 1}, "network": "1", "gpu": true}`,
-			want:     podtemplate.Quota{Cores: 2, Network: true, GPUs: 1},
+			want:     podtemplate.Quota{Cores: 2, Network: true, GPUs: 1, IdleTimeoutSeconds: neverIdleSeconds},
 		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

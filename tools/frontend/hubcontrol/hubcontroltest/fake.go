@@ -16,7 +16,7 @@ import (
 
 // Call is one recorded Start or Stop.
 type Call struct {
-	Op        string // "start" or "stop"
+	Op        string // "start", "stop" or "touch"
 	ProjectID string
 	Quota     podtemplate.Quota
 	Options   hubcontrol.StartOptions
@@ -38,7 +38,10 @@ type Fake struct {
 	StatusErr error
 }
 
-var _ hubcontrol.Watcher = (*Fake)(nil)
+var (
+	_ hubcontrol.Watcher = (*Fake)(nil)
+	_ hubcontrol.Toucher = (*Fake)(nil)
+)
 
 // New returns a fake with no running projects.
 func New() *Fake {
@@ -88,6 +91,14 @@ func (f *Fake) Stop(ctx context.Context, id string) error {
 	f.setLocked(hubcontrol.Status{ProjectID: id, State: hubcontrol.Stopping})
 	delete(f.projects, id)
 	f.broadcastLocked(hubcontrol.Status{ProjectID: id, State: hubcontrol.Opened})
+	return nil
+}
+
+// Touch implements hubcontrol.Toucher (recorded as a "touch" call).
+func (f *Fake) Touch(ctx context.Context, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.calls = append(f.calls, Call{Op: "touch", ProjectID: id})
 	return nil
 }
 
