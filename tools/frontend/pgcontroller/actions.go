@@ -117,10 +117,27 @@ func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id
 		return nil
 	}
 	log.Info("performing action request", "action", req.Action)
-	actionErr := c.perform(ctx, id, req.Action, runQuota, settings, users)
+	actx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	p := &performing{time: req.Time, cancel: cancel}
+	c.mu.Lock()
+	c.running[id] = p
+	c.mu.Unlock()
+	// A request written between the claim and now sent its notification
+	// before p was registered.
+	go c.cancelIfSuperseded(id, p)
+	actionErr := c.perform(actx, id, req.Action, runQuota, settings, users)
+	c.mu.Lock()
+	delete(c.running, id)
+	c.mu.Unlock()
 	if ctx.Err() != nil {
 		// Shutting down: leave the request started-but-unfinished; the next
 		// controller (or this one after restart) performs it again.
+		return nil
+	}
+	if errors.Is(context.Cause(actx), errSuperseded) {
+		log.Info("action abandoned for a newer request", "action", req.Action)
+		c.markDirty(id)
 		return nil
 	}
 	if actionErr != nil {
@@ -128,6 +145,39 @@ func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id
 	}
 	c.refreshState(ctx, id)
 	return c.finish(ctx, conn, id, req.Time, actionErr)
+}
+
+// performing is a request in progress.
+type performing struct {
+	time   json.RawMessage
+	cancel context.CancelCauseFunc
+}
+
+var errSuperseded = errors.New("superseded by a newer action request")
+
+// cancelIfSuperseded cancels the performed request when the row now holds a
+// different one (the hub replaced it): the orchestrator then aborts, e.g., a
+// start stuck pulling an image, and the newer request runs next.
+func (c *controller) cancelIfSuperseded(id string, p *performing) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var t []byte
+	if err := c.pool.QueryRow(ctx, `SELECT action_request->'time' FROM projects WHERE project_id = $1`, id).Scan(&t); err != nil {
+		return
+	}
+	if !jsonEqual(t, p.time) {
+		p.cancel(errSuperseded)
+	}
+}
+
+func jsonEqual(a, b []byte) bool {
+	var x, y any
+	if json.Unmarshal(a, &x) != nil || json.Unmarshal(b, &y) != nil {
+		return len(a) == 0 && len(b) == 0
+	}
+	xb, _ := json.Marshal(x)
+	yb, _ := json.Marshal(y)
+	return string(xb) == string(yb)
 }
 
 // parseRequest returns the request, or a problem description; "none" means

@@ -129,8 +129,11 @@ type controller struct {
 	mu       sync.Mutex
 	queued   map[string]bool
 	inflight map[string]bool
-	dirty    map[string]bool
-	queue    chan string
+	// running maps a project to the request being performed, so a newer
+	// request (e.g. stop while an image pull drags on) can cancel it.
+	running map[string]*performing
+	dirty   map[string]bool
+	queue   chan string
 
 	scanNow  chan struct{}
 	copyNow  chan struct{}
@@ -160,7 +163,7 @@ func Run(ctx context.Context, cfg Config, projects hubcontrol.Watcher) error {
 
 	c := &controller{
 		cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), pool: pool, projects: projects,
-		queued: map[string]bool{}, inflight: map[string]bool{}, dirty: map[string]bool{},
+		queued: map[string]bool{}, inflight: map[string]bool{}, dirty: map[string]bool{}, running: map[string]*performing{},
 		queue:   make(chan string, 4096),
 		scanNow: make(chan struct{}, 1), copyNow: make(chan struct{}, 1), resyncCh: make(chan struct{}, 1),
 	}
@@ -398,6 +401,9 @@ func (c *controller) enqueue(id string) {
 	defer c.mu.Unlock()
 	if c.inflight[id] {
 		c.dirty[id] = true
+		if p := c.running[id]; p != nil {
+			go c.cancelIfSuperseded(id, p)
+		}
 		return
 	}
 	if c.queued[id] {

@@ -300,6 +300,29 @@ func TestMalformedRequestsAreRecordedNotFatal(t *testing.T) {
 	}
 }
 
+func TestStopSupersedesAHangingStart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.addProject(p1)
+	e.fake.StartDelay = time.Hour // e.g. a huge image being pulled
+	e.start(e.config(), e.fake)
+	e.request(p1, "start")
+	eventually(t, "start in progress", func() bool {
+		req, _ := e.row(p1)
+		return req["started"] != nil && e.fake.CountCalls("start", p1) == 1
+	})
+	time.Sleep(10 * time.Millisecond) // distinct request time
+	e.request(p1, "stop")
+	req := e.waitFinished(p1)
+	if req["action"] != "stop" || req["err"] != nil {
+		t.Errorf("stop request %v", req)
+	}
+	if e.fake.CountCalls("stop", p1) != 1 {
+		t.Errorf("stop not performed: %+v", e.fake.Calls(""))
+	}
+	eventually(t, "state opened", func() bool { _, st := e.row(p1); return st["state"] == "opened" })
+}
+
 func TestExpiredRequestIsNotPerformed(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, sharedServer(t))
