@@ -555,3 +555,60 @@ func FuzzResolve(f *testing.F) {
 		}
 	})
 }
+
+func TestWriteFile(t *testing.T) {
+	s := newStore(t)
+	if err := s.WriteFile(projA, ".smc/secret-token", []byte("tok1"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteFile(projA, ".smc/secret-token", []byte("tok2"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if read(t, s, projA, ".smc/secret-token") != "tok2" {
+		t.Error("not replaced")
+	}
+	st, _ := os.Stat(filepath.Join(s.ProjectPath(projA), ".smc/secret-token"))
+	if st.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", st.Mode())
+	}
+	assertOwner(t, s, projA, ".smc")
+	assertOwner(t, s, projA, ".smc/secret-token")
+
+	// A project that replaces .smc with a link to another home cannot make
+	// the server write there.
+	if err := os.RemoveAll(filepath.Join(s.ProjectPath(projB), ".smc")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(s.ProjectPath(projB), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink("../"+projA+"/.smc", filepath.Join(s.ProjectPath(projB), ".smc")); err != nil {
+		t.Fatal(err)
+	}
+	// The link is moved aside (as the original's makedirs did with files
+	// in the way) and a real directory takes its place.
+	if err := s.WriteFile(projB, ".smc/secret-token", []byte("own"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if read(t, s, projA, ".smc/secret-token") != "tok2" {
+		t.Error("other project's file was overwritten through the link")
+	}
+	if read(t, s, projB, ".smc/secret-token") != "own" || !isLink(s, projB, ".smc.backup") {
+		t.Error("write did not land in the project's own .smc")
+	}
+	// A link inside the file's own name is replaced, never followed.
+	if err := os.Symlink("../../"+projA+"/.smc/secret-token", filepath.Join(s.ProjectPath(projB), ".smc/other")); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.WriteFile(projB, ".smc/other", []byte("x"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if read(t, s, projA, ".smc/secret-token") != "tok2" || isLink(s, projB, ".smc/other") {
+		t.Error("write followed a link")
+	}
+	for _, bad := range []string{"", ".", "../" + projB + "/x"} {
+		if err := s.WriteFile(projA, bad, []byte("x"), 0o600); err == nil {
+			t.Errorf("WriteFile(%q) accepted", bad)
+		}
+	}
+}
