@@ -2,10 +2,13 @@ package pgcontroller
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"path"
 	"strings"
 	"time"
 
@@ -266,9 +269,13 @@ func (c *controller) perform(ctx context.Context, id, action string, runQuota, s
 	start := func() error {
 		// The orchestrator creates the home directory before the pod.
 		q := quotaFor(runQuota, settings, users, c.cfg.DefaultIdleTimeout)
+		env, err := c.projectEnv(ctx, id)
+		if err != nil {
+			return err
+		}
 		sctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
 		defer cancel()
-		if err := c.projects.Start(sctx, id, q.Quota, hubcontrol.StartOptions{}); err != nil {
+		if err := c.projects.Start(sctx, id, q.Quota, hubcontrol.StartOptions{ExtraEnv: env}); err != nil {
 			return fmt.Errorf("start: %w", err)
 		}
 		if _, err := c.pool.Exec(ctx, `UPDATE projects SET last_started = now() AT TIME ZONE 'UTC' WHERE project_id = $1`, id); err != nil {
@@ -296,6 +303,80 @@ func (c *controller) perform(ctx context.Context, id, action string, runQuota, s
 		return start()
 	}
 	return fmt.Errorf("unsupported action %q", action)
+}
+
+// secretTokenLength is current CoCalc's SECRET_TOKEN_LENGTH.
+const secretTokenLength = 32
+
+// projectEnv is the environment current CoCalc projects expect from the
+// hub's multi-user mode (control/util.ts getEnvironment): the secret token
+// file (which the hub also reads from projects.secret_token to authenticate
+// to the project), the data directory, the user's extra variables from
+// projects.env (COCALC_EXTRA_ENV, base64 JSON) and the configured variables.
+func (c *controller) projectEnv(ctx context.Context, id string) (map[string]string, error) {
+	env := map[string]string{}
+	data := path.Join(c.cfg.ProjectHome, ".smc")
+	env["DATA"], env["LOGS"] = data, data
+	if c.hasSecretToken {
+		token, err := c.secretToken(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		if err := c.cfg.Files.WriteFile(id, ".smc/secret-token", []byte(token), 0o600); err != nil {
+			return nil, fmt.Errorf("write secret token: %w", err)
+		}
+		env["COCALC_SECRET_TOKEN"] = path.Join(data, "secret-token")
+	}
+	if c.hasEnv {
+		var extra []byte
+		if err := c.pool.QueryRow(ctx, `SELECT COALESCE(env, '{}'::jsonb) FROM projects WHERE project_id = $1`, id).Scan(&extra); err != nil {
+			return nil, fmt.Errorf("read project env: %w", err)
+		}
+		var m map[string]any
+		if json.Unmarshal(extra, &m) != nil {
+			extra = []byte("{}") // a malformed env must not block the start
+		}
+		env["COCALC_EXTRA_ENV"] = base64.StdEncoding.EncodeToString(extra)
+	}
+	for k, v := range c.cfg.ProjectEnv {
+		env[k] = v
+	}
+	return env, nil
+}
+
+// secretToken returns the project's secret token, creating it the way the
+// hub does (getProjectSecretToken) when missing; the UPDATE keeps a token a
+// hub wrote concurrently.
+func (c *controller) secretToken(ctx context.Context, id string) (string, error) {
+	fresh, err := randomToken(secretTokenLength)
+	if err != nil {
+		return "", err
+	}
+	var token string
+	err = c.pool.QueryRow(ctx, `UPDATE projects SET secret_token = COALESCE(NULLIF(secret_token, ''), $2)
+		WHERE project_id = $1 RETURNING secret_token`, id, fresh).Scan(&token)
+	if err != nil {
+		return "", fmt.Errorf("secret token: %w", err)
+	}
+	return token, nil
+}
+
+func randomToken(n int) (string, error) {
+	const alphabet = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+	out := make([]byte, 0, n)
+	buf := make([]byte, 2*n)
+	for len(out) < n {
+		if _, err := rand.Read(buf); err != nil {
+			return "", fmt.Errorf("random token: %w", err)
+		}
+		for _, x := range buf {
+			// Rejection keeps every character equally likely.
+			if int(x) < 256/len(alphabet)*len(alphabet) && len(out) < n {
+				out = append(out, alphabet[int(x)%len(alphabet)])
+			}
+		}
+	}
+	return string(out), nil
 }
 
 // refreshState writes the project's current state right after an action,

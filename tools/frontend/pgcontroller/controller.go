@@ -70,6 +70,15 @@ type Config struct {
 	// instead of being performed (1h), so a controller coming back after an
 	// outage does not start projects nobody waits for any more.
 	MaxRequestAge time.Duration
+	// ProjectHome is the home directory inside project pods (the chart
+	// template's storage.mountPath), for paths handed to projects
+	// ("/home/user").
+	ProjectHome string
+	// ProjectEnv is added to every project's environment: what current
+	// CoCalc projects need to reach the hub, e.g. CONAT_SERVER and
+	// BASE_PATH (the hub's multi-user mode sets the same variables).
+	ProjectEnv map[string]string
+
 	// Workers bounds concurrent actions (8).
 	Workers int
 	// RetryInterval is the first delay after a database error (500ms).
@@ -92,6 +101,9 @@ func (c *Config) setDefaults() {
 	def(&c.CopyTimeout, 5*time.Minute)
 	def(&c.MaxRequestAge, time.Hour)
 	def(&c.RetryInterval, 500*time.Millisecond)
+	if c.ProjectHome == "" {
+		c.ProjectHome = "/home/user"
+	}
 	if c.Workers <= 0 {
 		c.Workers = 8
 	}
@@ -134,6 +146,9 @@ type controller struct {
 	running map[string]*performing
 	dirty   map[string]bool
 	queue   chan string
+
+	// Optional columns of newer hub schemas (found by checkSchema).
+	hasSecretToken, hasEnv bool
 
 	scanNow  chan struct{}
 	copyNow  chan struct{}
@@ -252,6 +267,7 @@ func (c *controller) checkSchema(ctx context.Context) error {
 	if len(missing) > 0 {
 		return schemaError{missing}
 	}
+	c.hasSecretToken, c.hasEnv = have["projects.secret_token"], have["projects.env"]
 	return nil
 }
 

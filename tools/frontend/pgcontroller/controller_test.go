@@ -2,6 +2,7 @@ package pgcontroller
 
 import (
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -186,7 +187,10 @@ func TestStartStopRestart(t *testing.T) {
 	e.addProject(p1)
 	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 2, "cpu_request": 0.25, "memory_limit": 3000, "network": true, "idle_timeout": 3600}',
 		action_request = '{"action": "start", "err": "old failure", "finished": "2020-01-01T00:00:00.000Z"}' WHERE project_id = $1`, p1)
-	e.start(e.config(), e.fake)
+	e.exec(`UPDATE projects SET env = '{"MY_VAR": "42"}' WHERE project_id = $1`, p1)
+	cfg := e.config()
+	cfg.ProjectEnv = map[string]string{"CONAT_SERVER": "http://cocalc-hub:5000"}
+	e.start(cfg, e.fake)
 
 	e.request(p1, "start")
 	req := e.waitFinished(p1)
@@ -201,6 +205,21 @@ func TestStartStopRestart(t *testing.T) {
 	if len(calls) != 1 || calls[0].Quota != (podtemplate.Quota{Cores: 2, MemoryMiB: 3000, CPUShares: 250, Network: true, IdleTimeoutSeconds: 3600}) {
 		t.Errorf("start calls %+v", calls)
 	}
+	// The environment of the hub's multi-user mode, and the secret token
+	// the hub will authenticate with, handed to the project.
+	var token string
+	if err := e.pool.QueryRow(context.Background(), `SELECT secret_token FROM projects WHERE project_id = $1`, p1).Scan(&token); err != nil || len(token) != secretTokenLength {
+		t.Fatalf("secret token %q: %v", token, err)
+	}
+	if b, err := os.ReadFile(filepath.Join(e.files.ProjectPath(p1), ".smc/secret-token")); err != nil || string(b) != token {
+		t.Errorf("secret token file %q %v", b, err)
+	}
+	env := calls[0].Options.ExtraEnv
+	extra, _ := base64.StdEncoding.DecodeString(env["COCALC_EXTRA_ENV"])
+	if env["COCALC_SECRET_TOKEN"] != "/home/user/.smc/secret-token" || env["DATA"] != "/home/user/.smc" ||
+		env["CONAT_SERVER"] != "http://cocalc-hub:5000" || string(extra) != `{"MY_VAR": "42"}` {
+		t.Errorf("project env %v (extra %s)", env, extra)
+	}
 	var lastStarted *time.Time
 	if err := e.pool.QueryRow(context.Background(), `SELECT last_started FROM projects WHERE project_id = $1`, p1).Scan(&lastStarted); err != nil || lastStarted == nil {
 		t.Errorf("last_started not set: %v", err)
@@ -212,6 +231,11 @@ func TestStartStopRestart(t *testing.T) {
 
 	e.request(p1, "restart")
 	e.waitFinished(p1)
+	var token2 string
+	_ = e.pool.QueryRow(context.Background(), `SELECT secret_token FROM projects WHERE project_id = $1`, p1).Scan(&token2)
+	if token2 != token {
+		t.Error("an existing secret token must be kept across starts")
+	}
 	eventually(t, "running again", func() bool { _, st := e.row(p1); return st["state"] == "running" })
 	if n, m := e.fake.CountCalls("start", p1), e.fake.CountCalls("stop", p1); n != 2 || m != 2 {
 		t.Errorf("after restart: %d starts, %d stops", n, m)

@@ -1,6 +1,7 @@
 package pgcontroller
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -132,5 +133,19 @@ func TestParseJSTime(t *testing.T) {
 		if _, ok := parseJSTime([]byte(bad)); ok {
 			t.Errorf("%q parsed", bad)
 		}
+	}
+}
+
+func TestRandomToken(t *testing.T) {
+	seen := map[string]bool{}
+	for range 50 {
+		tok, err := randomToken(secretTokenLength)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(tok) != secretTokenLength || strings.Trim(tok, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789") != "" || seen[tok] {
+			t.Fatalf("bad or repeated token %q", tok)
+		}
+		seen[tok] = true
 	}
 }

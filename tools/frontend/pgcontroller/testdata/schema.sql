@@ -12,7 +12,9 @@ CREATE TABLE projects (
   run_quota      JSONB,
   last_edited    TIMESTAMP,
   last_started   TIMESTAMP,
-  deleted        BOOLEAN
+  deleted        BOOLEAN,
+  env            JSONB,
+  secret_token   VARCHAR(256)
 );
 
 CREATE TABLE copy_paths (
