@@ -1,0 +1,251 @@
+// Package httpapi is the orchestrator's HTTP front-end, versioned under /v1:
+//
+//	POST /v1/projects/{id}/start    body {"quota":{...},"env":{...}} (optional) → status when running
+//	POST /v1/projects/{id}/stop     → status when stopped
+//	POST /v1/projects/{id}/restart  body as start → status when running
+//	POST /v1/projects/{id}/touch    records activity → status
+//	GET  /v1/projects/{id}          → status (from the cache)
+//	GET  /v1/projects               → {"projects":[status...]} (from the cache)
+//	GET  /healthz, /readyz, /metrics
+//
+// Errors are JSON {"error": "...", "status": {...}?}: 400 bad input (ID,
+// JSON, unknown fields, quota), 404 unknown route, 405 wrong method, 409
+// stopped while starting, 413 body too large, 502 Kubernetes API failure,
+// 503 shutting down or not ready, 504 operation timed out.
+package httpapi
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strings"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
+)
+
+// MaxBodyBytes bounds request bodies (a start request is a few hundred
+// bytes; the hub's extra environment can be a few KiB).
+const MaxBodyBytes = 1 << 20
+
+// Orchestrator is what the API drives (implemented by
+// *orchestrator.Orchestrator).
+type Orchestrator interface {
+	Start(ctx context.Context, id project.ID, req orchestrator.StartRequest) (orchestrator.ProjectStatus, error)
+	Stop(ctx context.Context, id project.ID) (orchestrator.ProjectStatus, error)
+	Restart(ctx context.Context, id project.ID, req orchestrator.StartRequest) (orchestrator.ProjectStatus, error)
+	Status(id project.ID) orchestrator.ProjectStatus
+	List() []orchestrator.ProjectStatus
+	Touch(id project.ID) error
+	Ready() bool
+}
+
+// ListResponse is the body of GET /v1/projects.
+type ListResponse struct {
+	Projects []orchestrator.ProjectStatus `json:"projects"`
+}
+
+// ErrorResponse is the body of every error.
+type ErrorResponse struct {
+	Error  string                      `json:"error"`
+	Status *orchestrator.ProjectStatus `json:"status,omitempty"`
+}
+
+// NewAPI returns the handler of the API listener: the /v1 routes and the
+// health routes.
+func NewAPI(o Orchestrator, metrics http.Handler, log *slog.Logger) http.Handler {
+	a := &api{o: o, log: log}
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/projects", a.list)
+	mux.HandleFunc("/v1/projects/", a.project)
+	addHealth(mux, o.Ready, metrics)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no route "+r.URL.Path, nil)
+	})
+	return mux
+}
+
+// NewHealth returns the handler of the health listener (kubelet probes,
+// Prometheus): only /healthz, /readyz and /metrics.
+func NewHealth(ready func() bool, metrics http.Handler) http.Handler {
+	mux := http.NewServeMux()
+	addHealth(mux, ready, metrics)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "no route "+r.URL.Path+" (project operations are on the API listener)", nil)
+	})
+	return mux
+}
+
+func addHealth(mux *http.ServeMux, ready func() bool, metrics http.Handler) {
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
+		if !allow(w, r, http.MethodGet, http.MethodHead) {
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
+		if !allow(w, r, http.MethodGet, http.MethodHead) {
+			return
+		}
+		if !ready() {
+			writeError(w, http.StatusServiceUnavailable, "pod cache not synced yet", nil)
+			return
+		}
+		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	})
+	if metrics != nil {
+		mux.Handle("/metrics", metrics)
+	}
+}
+
+type api struct {
+	o   Orchestrator
+	log *slog.Logger
+}
+
+func (a *api) list(w http.ResponseWriter, r *http.Request) {
+	if !allow(w, r, http.MethodGet) {
+		return
+	}
+	writeJSON(w, http.StatusOK, ListResponse{Projects: a.o.List()})
+}
+
+func (a *api) project(w http.ResponseWriter, r *http.Request) {
+	rest := strings.TrimPrefix(r.URL.Path, "/v1/projects/")
+	rawID, action, hasAction := strings.Cut(rest, "/")
+	id, err := project.Parse(rawID)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, err.Error(), nil)
+		return
+	}
+	if !hasAction {
+		if allow(w, r, http.MethodGet) {
+			st := a.o.Status(id)
+			writeJSON(w, http.StatusOK, st)
+		}
+		return
+	}
+	switch action {
+	case "start", "restart", "stop", "touch":
+	default:
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q (start, stop, restart, touch)", action), nil)
+		return
+	}
+	if !allow(w, r, http.MethodPost) {
+		return
+	}
+	var (
+		st     orchestrator.ProjectStatus
+		opErr  error
+		hasReq = action == "start" || action == "restart"
+	)
+	var req orchestrator.StartRequest
+	if hasReq {
+		if code, err := decodeBody(w, r, &req); err != nil {
+			writeError(w, code, err.Error(), nil)
+			return
+		}
+	} else if code, err := decodeBody(w, r, &struct{}{}); err != nil {
+		writeError(w, code, err.Error(), nil)
+		return
+	}
+	switch action {
+	case "start":
+		st, opErr = a.o.Start(r.Context(), id, req)
+	case "restart":
+		st, opErr = a.o.Restart(r.Context(), id, req)
+	case "stop":
+		st, opErr = a.o.Stop(r.Context(), id)
+	case "touch":
+		if opErr = a.o.Touch(id); opErr == nil {
+			st = a.o.Status(id)
+		}
+	}
+	if opErr != nil {
+		code := StatusCode(opErr)
+		if code >= 500 {
+			a.log.Warn("project operation failed", "action", action, "project", id, "code", code, "err", opErr)
+		}
+		writeError(w, code, opErr.Error(), &st)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}
+
+// StatusCode maps an orchestrator error to an HTTP status.
+func StatusCode(err error) int {
+	switch {
+	case orchestrator.IsInvalidInput(err):
+		return http.StatusBadRequest
+	case errors.Is(err, orchestrator.ErrTimeout):
+		return http.StatusGatewayTimeout
+	case errors.Is(err, orchestrator.ErrStoppedWhileStarting):
+		return http.StatusConflict
+	case errors.Is(err, orchestrator.ErrShutdown), errors.Is(err, context.Canceled):
+		return http.StatusServiceUnavailable
+	case apierrors.ReasonForError(err) != "" || errors.Is(err, context.DeadlineExceeded):
+		return http.StatusBadGateway
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// decodeBody decodes an optional JSON body strictly: unknown fields and
+// trailing data are errors, an empty body means the zero value.
+func decodeBody(w http.ResponseWriter, r *http.Request, v any) (int, error) {
+	body := http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	data, err := io.ReadAll(body)
+	if err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", MaxBodyBytes)
+		}
+		return http.StatusBadRequest, fmt.Errorf("read request body: %w", err)
+	}
+	if len(strings.TrimSpace(string(data))) == 0 {
+		return 0, nil
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+		return http.StatusUnsupportedMediaType, fmt.Errorf("content type %q: want application/json", ct)
+	}
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return http.StatusBadRequest, fmt.Errorf("invalid JSON body: %w", err)
+	}
+	if dec.More() {
+		return http.StatusBadRequest, errors.New("invalid JSON body: trailing data after the object")
+	}
+	return 0, nil
+}
+
+func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
+	for _, m := range methods {
+		if r.Method == m {
+			return true
+		}
+	}
+	w.Header().Set("Allow", strings.Join(methods, ", "))
+	writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(methods, ", ")), nil)
+	return false
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+func writeError(w http.ResponseWriter, code int, msg string, st *orchestrator.ProjectStatus) {
+	if st != nil && st.ProjectID == "" {
+		st = nil
+	}
+	writeJSON(w, code, ErrorResponse{Error: msg, Status: st})
+}
