@@ -1,0 +1,177 @@
+package pgcontroller
+
+import (
+	"context"
+	"fmt"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/fixture"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
+)
+
+// kubelet is a fake orchestrator.Cluster whose pods become Ready with an IP
+// as soon as they are created, and vanish when deleted.
+type kubelet struct {
+	mu      sync.Mutex
+	pods    map[string]*corev1.Pod
+	waiters map[string]chan struct{}
+	next    int
+}
+
+func newKubelet() *kubelet {
+	return &kubelet{pods: map[string]*corev1.Pod{}, waiters: map[string]chan struct{}{}}
+}
+
+func (k *kubelet) fire(name string) {
+	if ch, ok := k.waiters[name]; ok {
+		close(ch)
+		delete(k.waiters, name)
+	}
+}
+
+func (k *kubelet) Pod(name string) *corev1.Pod {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.pods[name]
+}
+
+func (k *kubelet) Pods() []*corev1.Pod {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	var out []*corev1.Pod
+	for _, p := range k.pods {
+		out = append(out, p)
+	}
+	return out
+}
+
+func (k *kubelet) Changed(name string) <-chan struct{} {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	ch, ok := k.waiters[name]
+	if !ok {
+		ch = make(chan struct{})
+		k.waiters[name] = ch
+	}
+	return ch
+}
+
+func (k *kubelet) HasSynced() bool { return true }
+
+func (k *kubelet) CreatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.pods[pod.Name]; ok {
+		return nil, apierrors.NewAlreadyExists(schema.GroupResource{Resource: "pods"}, pod.Name)
+	}
+	k.next++
+	p := pod.DeepCopy()
+	p.UID = types.UID(pod.Name)
+	p.CreationTimestamp = metav1.Now()
+	p.Status = corev1.PodStatus{
+		Phase:      corev1.PodRunning,
+		PodIP:      fmt.Sprintf("10.244.0.%d", k.next),
+		Conditions: []corev1.PodCondition{{Type: corev1.PodReady, Status: corev1.ConditionTrue}},
+		ContainerStatuses: []corev1.ContainerStatus{{
+			Name: p.Spec.Containers[0].Name, Ready: true,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}},
+		}},
+	}
+	k.pods[p.Name] = p
+	k.fire(p.Name)
+	return p, nil
+}
+
+func (k *kubelet) DeletePod(ctx context.Context, name string, uid types.UID, grace int64) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if _, ok := k.pods[name]; !ok {
+		return apierrors.NewNotFound(schema.GroupResource{Resource: "pods"}, name)
+	}
+	delete(k.pods, name)
+	k.fire(name)
+	return nil
+}
+
+func (k *kubelet) ServiceClusterIP(ctx context.Context, name string) (string, error) {
+	return "10.96.0.20", nil
+}
+
+func (k *kubelet) Event(obj runtime.Object, eventType, reason, message string) {}
+
+type homes struct{ root string }
+
+func (h homes) Ensure(id project.ID) (string, error) { return filepath.Join(h.root, id.String()), nil }
+
+// TestWithTheOrchestratorCore drives the real orchestrator (pod spec
+// building, quota clamping, start/stop waiting) from database requests.
+func TestWithTheOrchestratorCore(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.addProject(p1)
+	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 64, "memory_limit": 3000, "network": true, "idle_timeout": 600}' WHERE project_id = $1`, p1)
+
+	tpl := fixture.Template()
+	kube := newKubelet()
+	o, err := orchestrator.New(orchestrator.Config{Template: tpl, Cluster: kube, Homes: homes{e.files.Dir}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer o.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	cfg := e.config()
+	cfg.Files = e.files // a temp dir, not the template's /projects/home
+	go func() { done <- RunWithOrchestrator(ctx, cfg, o, tpl) }()
+	defer func() { cancel(); <-done }()
+
+	e.request(p1, "start")
+	if req := e.waitFinished(p1); req["err"] != nil {
+		t.Fatalf("start: %v", req["err"])
+	}
+	eventually(t, "running with the pod's IP", func() bool {
+		_, st := e.row(p1)
+		return st["state"] == "running" && st["ip"] != nil
+	})
+	pod := kube.Pod(project.MustParse(p1).PodName())
+	if pod == nil {
+		t.Fatal("no pod created")
+	}
+	c := pod.Spec.Containers[0]
+	// 64 cores are clamped to the template's max of 4; 3000 MB is kept.
+	if got := c.Resources.Limits.Cpu().String(); got != "4" {
+		t.Errorf("cpu limit %s", got)
+	}
+	if got := c.Resources.Limits.Memory().Value(); got != 3000*1024*1024 {
+		t.Errorf("memory limit %d", got)
+	}
+	if pod.Labels["network"] != "outside" {
+		t.Errorf("network label %q", pod.Labels["network"])
+	}
+	env := map[string]string{}
+	for _, v := range c.Env {
+		env[v.Name] = v.Value
+	}
+	if env["COCALC_SECRET_TOKEN"] != "/home/user/.smc/secret-token" {
+		t.Errorf("project env %v", env)
+	}
+
+	e.request(p1, "stop")
+	if req := e.waitFinished(p1); req["err"] != nil {
+		t.Fatalf("stop: %v", req["err"])
+	}
+	eventually(t, "opened", func() bool { _, st := e.row(p1); return st["state"] == "opened" })
+	if kube.Pod(project.MustParse(p1).PodName()) != nil {
+		t.Error("pod still exists after stop")
+	}
+}
