@@ -573,3 +573,32 @@ func TestWrongDatabaseIsAConfigurationError(t *testing.T) {
 }
 
 var _ = pgx.ErrNoRows
+
+func TestCopyLeftStartedByACrashIsResumed(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	p := filepath.Join(e.files.ProjectPath(p1), "notes.md")
+	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(p, []byte("# notes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	const id = "eeeeeeee-0000-4000-8000-000000000001"
+	// started an hour ago by a controller that died: finished never came.
+	e.exec(`INSERT INTO copy_paths (id, time, source_project_id, source_path, target_project_id, target_path, started)
+		VALUES ($1, now() AT TIME ZONE 'UTC' - interval '1 hour', $2, 'notes.md', $3, 'copy.md', now() AT TIME ZONE 'UTC' - interval '1 hour')`, id, p1, p2)
+	e.start(e.config(), e.fake)
+	var finished *time.Time
+	var errText *string
+	eventually(t, "copy finished", func() bool {
+		_ = e.pool.QueryRow(context.Background(), `SELECT finished, error FROM copy_paths WHERE id = $1`, id).Scan(&finished, &errText)
+		return finished != nil
+	})
+	if errText != nil {
+		t.Errorf("error %s", *errText)
+	}
+	if b, err := os.ReadFile(filepath.Join(e.files.ProjectPath(p2), "copy.md")); err != nil || string(b) != "# notes" {
+		t.Errorf("copied %q %v", b, err)
+	}
+}
