@@ -109,7 +109,7 @@ func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id
 	// Mark started (keeping the first controller's time when recovering)
 	// only if the request is still the one read above.
 	tag, err := conn.Exec(ctx, `UPDATE projects SET action_request =
-			(action_request - 'err') || jsonb_build_object('started', COALESCE(action_request->'started', `+nowJSON+`), 'controller', $3::text)
+			(action_request - 'err') || jsonb_build_object('started', COALESCE(NULLIF(action_request->'started', 'null'::jsonb), `+nowJSON+`), 'controller', $3::text)
 		WHERE project_id = $1 AND action_request->'time' IS NOT DISTINCT FROM $2::jsonb`,
 		id, jsonParam(req.Time), c.cfg.ID)
 	if err != nil {

@@ -602,3 +602,16 @@ func TestCopyLeftStartedByACrashIsResumed(t *testing.T) {
 		t.Errorf("copied %q %v", b, err)
 	}
 }
+
+func TestExplicitNullMarkersAreUnset(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.addProject(p1)
+	e.start(e.config(), e.fake)
+	e.exec(`UPDATE projects SET action_request = jsonb_build_object('action', 'start', 'time', $2::text, 'started', null, 'finished', null) WHERE project_id = $1`,
+		p1, time.Now().UTC().Format(time.RFC3339Nano))
+	req := e.waitFinished(p1)
+	if _, ok := req["started"].(string); !ok || req["err"] != nil {
+		t.Errorf("request %v: started must be a time", req)
+	}
+}
