@@ -31,11 +31,23 @@ deps: ## install the Debian packages the tests need (idempotent)
 .PHONY: tools
 tools: $(HELM) $(HELM4) ## build helm (v3) and helm4 into bin/
 
+# Helm's own Makefile stamps its version and the Kubernetes version it assumes for
+# `helm template`/`helm lint` (1.<client-go minor>) with -X; without them helm
+# reports v3.22 and Kubernetes v1.20, and the chart's kubeVersion check fails.
+# Both are read from the pinned module graph, so bumping go.mod is all it takes.
 $(HELM): ci/tools/helm3/go.mod ci/tools/helm3/go.sum
-	cd ci/tools/helm3 && $(TOOL_BUILD) -o $@ helm.sh/helm/v3/cmd/helm
+	cd ci/tools/helm3 && \
+	v=$$($(GO) list -m -f '{{.Version}}' helm.sh/helm/v3) && \
+	k=$$($(GO) list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2) && \
+	$(TOOL_BUILD) -ldflags "-X helm.sh/helm/v3/internal/version.version=$$v \
+	  -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/chartutil.k8sVersionMinor=$$k \
+	  -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMajor=1 -X helm.sh/helm/v3/pkg/lint/rules.k8sVersionMinor=$$k" \
+	  -o $@ helm.sh/helm/v3/cmd/helm
 
 $(HELM4): ci/tools/helm4/go.mod ci/tools/helm4/go.sum
-	cd ci/tools/helm4 && $(TOOL_BUILD) -o $@ helm.sh/helm/v4/cmd/helm
+	cd ci/tools/helm4 && \
+	v=$$($(GO) list -m -f '{{.Version}}' helm.sh/helm/v4) && \
+	$(TOOL_BUILD) -ldflags "-X helm.sh/helm/v4/internal/version.version=$$v" -o $@ helm.sh/helm/v4/cmd/helm
 
 .PHONY: build
 build: ## build the orchestrator (static) into bin/
@@ -62,7 +74,7 @@ lint: tools ## gofmt, go vet and helm lint --strict (helm 3 and 4)
 
 .PHONY: golden
 golden: tools ## regenerate the chart's golden files
-	$(GO) test -count=1 ./test/chart/... -run Golden -update
+	$(GO) test -count=1 ./test/chart -run Golden -update
 
 .PHONY: clean
 clean: ## remove bin/ (caches stay)

@@ -1,0 +1,168 @@
+{{/*
+Shared named templates: names, labels, images and storage facts every component uses.
+*/}}
+
+{{/* Chart name, overridable. */}}
+{{- define "cocalc.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/* Prefix of every object name: "<release>-<chart>" unless the release name already contains the chart name. */}}
+{{- define "cocalc.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/* "<fullname>-<suffix>", kept within 63 characters. */}}
+{{- define "cocalc.componentName" -}}
+{{- printf "%s-%s" (include "cocalc.fullname" .root) .suffix | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "cocalc.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+Selector labels of a chart component: name, instance and component only (stable across upgrades).
+Call with (dict "root" $ "component" "server").
+*/}}
+{{- define "cocalc.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "cocalc.name" .root }}
+app.kubernetes.io/instance: {{ .root.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end -}}
+
+{{/* All labels of a chart object. Call with (dict "root" $ "component" "server"). */}}
+{{- define "cocalc.labels" -}}
+{{ include "cocalc.selectorLabels" . }}
+app.kubernetes.io/version: {{ .root.Chart.AppVersion | quote }}
+app.kubernetes.io/part-of: cocalc
+app.kubernetes.io/managed-by: {{ .root.Release.Service }}
+helm.sh/chart: {{ include "cocalc.chart" .root }}
+{{- end -}}
+
+{{/*
+Selector labels of runtime project pods, exactly as the project pod template declares them.
+Never app.kubernetes.io/instance: ArgoCD's label tracking would claim (and prune) runtime pods.
+*/}}
+{{- define "cocalc.projectSelectorLabels" -}}
+app.kubernetes.io/component: project
+cocalc-kubernetes/release: {{ .Release.Name }}
+{{- end -}}
+
+{{/* Namespace of project pods. */}}
+{{- define "cocalc.projectsNamespace" -}}
+{{- default .Release.Namespace .Values.projects.namespace -}}
+{{- end -}}
+
+{{/* "true" when project pods live in a namespace other than the release's. */}}
+{{- define "cocalc.projectsSeparate" -}}
+{{- if ne (include "cocalc.projectsNamespace" .) .Release.Namespace -}}true{{- end -}}
+{{- end -}}
+
+{{/* An image reference; tag "" means the chart's appVersion. Call with (dict "root" $ "image" .Values.x.image). */}}
+{{- define "cocalc.image" -}}
+{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- end -}}
+
+{{- define "cocalc.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "cocalc.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "cocalc.serverName" -}}{{ include "cocalc.componentName" (dict "root" . "suffix" "server") }}{{- end -}}
+{{- define "cocalc.nfsName" -}}{{ include "cocalc.componentName" (dict "root" . "suffix" "nfs") }}{{- end -}}
+{{- define "cocalc.dataClaimName" -}}
+{{- default (include "cocalc.componentName" (dict "root" . "suffix" "data")) .Values.server.persistence.existingClaim -}}
+{{- end -}}
+{{- define "cocalc.templateConfigMapName" -}}{{ include "cocalc.componentName" (dict "root" . "suffix" "project-template") }}{{- end -}}
+{{- define "cocalc.postgresSecretName" -}}
+{{- default (include "cocalc.componentName" (dict "root" . "suffix" "postgresql")) .Values.postgresql.external.existingSecret -}}
+{{- end -}}
+
+{{/* Claim holding project homes in modes nfsServer and pvc. */}}
+{{- define "cocalc.projectsClaimName" -}}
+{{- if and (eq .Values.storage.mode "pvc") .Values.storage.pvc.existingClaim -}}
+{{- .Values.storage.pvc.existingClaim -}}
+{{- else -}}
+{{- include "cocalc.componentName" (dict "root" . "suffix" "projects") -}}
+{{- end -}}
+{{- end -}}
+
+{{/* Where the server pod sees project homes; the orchestrator creates "<path>/<project_id>" there. */}}
+{{- define "cocalc.projectsServerPath" -}}/projects/home{{- end -}}
+
+{{/* The pod volume holding project homes in the server pod. */}}
+{{- define "cocalc.projectsVolume" -}}
+- name: projects-home
+{{- if eq .Values.storage.mode "nfs" }}
+  nfs:
+    server: {{ .Values.storage.nfs.server | quote }}
+    path: {{ .Values.storage.nfs.path | quote }}
+{{- else }}
+  persistentVolumeClaim:
+    claimName: {{ include "cocalc.projectsClaimName" . }}
+{{- end }}
+{{- end -}}
+
+{{/* The mount of project homes in a server container. */}}
+{{- define "cocalc.projectsVolumeMount" -}}
+- name: projects-home
+  mountPath: {{ include "cocalc.projectsServerPath" . }}
+{{- if and (eq .Values.storage.mode "pvc") .Values.storage.pvc.subPathPrefix }}
+  subPath: {{ .Values.storage.pvc.subPathPrefix | quote }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Render-time checks for rules values.schema.json cannot express across keys. Each message names the key.
+*/}}
+{{- define "cocalc.validate" -}}
+{{- $sep := include "cocalc.projectsSeparate" . -}}
+{{- if and (eq .Values.postgresql.mode "external") (not .Values.postgresql.external.host) -}}
+{{- fail "postgresql.external.host: required when postgresql.mode is external" -}}
+{{- end -}}
+{{- if and (eq .Values.postgresql.mode "external") (not .Values.postgresql.external.existingSecret) (not .Values.postgresql.external.password) -}}
+{{- fail "postgresql.external.existingSecret: set it (or postgresql.external.password) when postgresql.mode is external; the chart never generates passwords" -}}
+{{- end -}}
+{{- if eq .Values.storage.mode "nfs" -}}
+{{- if not .Values.storage.nfs.server -}}
+{{- fail "storage.nfs.server: required when storage.mode is nfs" -}}
+{{- end -}}
+{{- if not (hasPrefix "/" .Values.storage.nfs.path) -}}
+{{- fail "storage.nfs.path: an absolute exported path is required when storage.mode is nfs" -}}
+{{- end -}}
+{{- end -}}
+{{- if and (eq .Values.storage.mode "pvc") $sep -}}
+{{- fail "storage.mode: pvc needs projects.namespace to be the release namespace (a claim is mounted only by pods of its own namespace); use nfs or nfsServer for a separate projects namespace" -}}
+{{- end -}}
+{{- if and .Values.projects.createNamespace (not $sep) -}}
+{{- fail "projects.createNamespace: only valid when projects.namespace names a namespace other than the release namespace" -}}
+{{- end -}}
+{{- if and (or (gt (int .Values.projects.resources.default.gpus) 0) (gt (int .Values.projects.resources.max.gpus) 0)) (not .Values.projects.resources.gpuResourceName) -}}
+{{- fail "projects.resources.gpuResourceName: required when projects.resources.default.gpus or max.gpus is above 0" -}}
+{{- end -}}
+{{- if and (gt (float64 .Values.projects.resources.max.cores) 0.0) (gt (float64 .Values.projects.resources.min.cores) (float64 .Values.projects.resources.max.cores)) -}}
+{{- fail "projects.resources.min.cores: exceeds projects.resources.max.cores" -}}
+{{- end -}}
+{{- if and (gt (int64 .Values.projects.resources.max.memoryMiB) 0) (gt (int64 .Values.projects.resources.min.memoryMiB) (int64 .Values.projects.resources.max.memoryMiB)) -}}
+{{- fail "projects.resources.min.memoryMiB: exceeds projects.resources.max.memoryMiB" -}}
+{{- end -}}
+{{- if and .Values.ingress.enabled (not .Values.ingress.hosts) -}}
+{{- fail "ingress.hosts: at least one host is required when ingress.enabled is true" -}}
+{{- end -}}
+{{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) -}}
+{{- fail "serviceAccount.name: required when serviceAccount.create is false (the orchestrator needs a ServiceAccount bound to its Role)" -}}
+{{- end -}}
+{{- end -}}

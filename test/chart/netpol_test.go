@@ -1,0 +1,331 @@
+package chart
+
+import (
+	"fmt"
+	"maps"
+	"net/netip"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/test/chart/netpoleval"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+)
+
+// projectPodLabels are the labels the orchestrator puts on a runtime project
+// pod: the template's selector and extra labels plus its fixed identity labels.
+func projectPodLabels(tpl *podtemplate.Template, projectID string, outside bool) map[string]string {
+	l := map[string]string{}
+	maps.Copy(l, tpl.SelectorLabels)
+	maps.Copy(l, tpl.Labels)
+	network := podtemplate.NetworkNone
+	if outside {
+		network = podtemplate.NetworkOutside
+	}
+	maps.Copy(l, map[string]string{
+		podtemplate.LabelRun:       podtemplate.RunProject,
+		podtemplate.LabelProjectID: projectID,
+		podtemplate.LabelNetwork:   network,
+		podtemplate.LabelPartOf:    podtemplate.PartOf,
+		podtemplate.LabelManagedBy: podtemplate.ManagedBy,
+	})
+	return l
+}
+
+func nsLabels(ns string) map[string]string {
+	return map[string]string{"kubernetes.io/metadata.name": ns}
+}
+
+func podEndpoint(name, ns, ip string, podLabels map[string]string, spec *corev1.PodSpec) netpoleval.Endpoint {
+	e := netpoleval.Endpoint{Name: name, Namespace: ns, NamespaceLabels: nsLabels(ns), PodLabels: podLabels, IP: netip.MustParseAddr(ip)}
+	if spec != nil {
+		e.NamedPorts = map[string]int32{}
+		for _, c := range spec.Containers {
+			for _, p := range c.Ports {
+				e.NamedPorts[p.Name] = p.ContainerPort
+			}
+		}
+	}
+	return e
+}
+
+func external(name, ip string) netpoleval.Endpoint {
+	return netpoleval.Endpoint{Name: name, IP: netip.MustParseAddr(ip)}
+}
+
+// world is every endpoint the policy checks talk about, built from one render.
+type world struct {
+	projectA, projectB, server, nfs, dns, kubeSystemOther, monitoring netpoleval.Endpoint
+	hasNFS                                                            bool
+	serverPorts                                                       []int32
+}
+
+func buildWorld(t *testing.T, m manifests, tpl *podtemplate.Template) world {
+	t.Helper()
+	d := serverDeployment(t, m)
+	w := world{
+		projectA:        podEndpoint("project-a", tpl.Namespace, "10.4.1.10", projectPodLabels(tpl, "2e5ab7d0-0000-4000-8000-00000000000a", false), nil),
+		projectB:        podEndpoint("project-b-outside", tpl.Namespace, "10.4.1.11", projectPodLabels(tpl, "2e5ab7d0-0000-4000-8000-00000000000b", true), nil),
+		server:          podEndpoint("server", d.Namespace, "10.4.0.20", d.Spec.Template.Labels, &d.Spec.Template.Spec),
+		dns:             podEndpoint("kube-dns", "kube-system", "10.4.2.2", map[string]string{"k8s-app": "kube-dns"}, nil),
+		kubeSystemOther: podEndpoint("metrics-server", "kube-system", "10.4.2.3", map[string]string{"k8s-app": "metrics-server"}, nil),
+		monitoring:      podEndpoint("prometheus", "monitoring", "10.4.3.3", map[string]string{"app": "prometheus"}, nil),
+	}
+	for _, c := range d.Spec.Template.Spec.Containers {
+		for _, p := range c.Ports {
+			w.serverPorts = append(w.serverPorts, p.ContainerPort)
+		}
+	}
+	if s, ok := maybe[*appsv1.StatefulSet](m, releaseName+"-nfs"); ok {
+		w.nfs = podEndpoint("nfs", s.Namespace, "10.4.0.21", s.Spec.Template.Labels, &s.Spec.Template.Spec)
+		w.hasNFS = true
+	}
+	return w
+}
+
+func selects(t *testing.T, sel metav1.LabelSelector, l map[string]string) bool {
+	t.Helper()
+	s, err := metav1.LabelSelectorAsSelector(&sel)
+	require.NoError(t, err)
+	return s.Matches(labels.Set(l))
+}
+
+// The policies' selectors match the pods they are written for (rendered pod
+// labels and the labels the orchestrator gives project pods), and no others.
+func TestNetworkPolicySelectorsMatchPods(t *testing.T) {
+	for _, c := range renderCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			m := renderObjects(t, c)
+			tpl := projectTemplate(t, m)
+			w := buildWorld(t, m, tpl)
+
+			projects := one[*networkingv1.NetworkPolicy](t, m, releaseName+"-projects")
+			outside := one[*networkingv1.NetworkPolicy](t, m, releaseName+"-projects-outside")
+			server := one[*networkingv1.NetworkPolicy](t, m, releaseName+"-server")
+			assert.Equal(t, tpl.Namespace, projects.Namespace)
+			assert.Equal(t, tpl.Namespace, outside.Namespace)
+			assert.Equal(t, tpl.SelectorLabels, projects.Spec.PodSelector.MatchLabels, "projects policy selects exactly the template's selectorLabels")
+			assert.True(t, selects(t, projects.Spec.PodSelector, w.projectA.PodLabels))
+			assert.True(t, selects(t, projects.Spec.PodSelector, w.projectB.PodLabels))
+			assert.False(t, selects(t, outside.Spec.PodSelector, w.projectA.PodLabels), "network=none must not get internet")
+			assert.True(t, selects(t, outside.Spec.PodSelector, w.projectB.PodLabels))
+			assert.True(t, selects(t, server.Spec.PodSelector, w.server.PodLabels))
+
+			// Ingress to projects names the server pod.
+			require.NotEmpty(t, projects.Spec.Ingress)
+			peer := projects.Spec.Ingress[0].From[0]
+			require.NotNil(t, peer.PodSelector)
+			assert.True(t, selects(t, *peer.PodSelector, w.server.PodLabels), "projects ingress peer must select the server pod")
+
+			// A project of another release in the same namespace is not ours to police.
+			other := projectPodLabels(tpl, "2e5ab7d0-0000-4000-8000-00000000000c", true)
+			other[podtemplate.LabelRelease] = "another-release"
+			assert.False(t, selects(t, projects.Spec.PodSelector, other))
+
+			// No chart pod other than runtime projects is caught by the project policies.
+			for _, p := range podSpecs(m) {
+				assert.False(t, selects(t, projects.Spec.PodSelector, p.labels), "projects policy selects %s", p.name)
+				assert.False(t, selects(t, outside.Spec.PodSelector, p.labels), "projects-outside policy selects %s", p.name)
+			}
+			if w.hasNFS {
+				nfs := one[*networkingv1.NetworkPolicy](t, m, releaseName+"-nfs")
+				assert.True(t, selects(t, nfs.Spec.PodSelector, w.nfs.PodLabels))
+				assert.False(t, selects(t, nfs.Spec.PodSelector, w.server.PodLabels))
+			}
+		})
+	}
+}
+
+type flow struct {
+	from, to netpoleval.Endpoint
+	port     int32
+	proto    corev1.Protocol
+	allowed  bool
+}
+
+// The policy set denies what the design says it denies, and allows what CoCalc needs.
+func TestNetworkPoliciesIsolateProjects(t *testing.T) {
+	for _, c := range renderCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			m := renderObjects(t, c)
+			tpl := projectTemplate(t, m)
+			w := buildWorld(t, m, tpl)
+			policies := derefPolicies(all[*networkingv1.NetworkPolicy](m))
+			values := chartValues(t, c)
+
+			internet4 := external("internet-v4", "93.184.216.34")
+			internet6 := external("internet-v6", "2606:2800:220:1:248:1893:25c8:1946")
+			denyTargets := []netpoleval.Endpoint{
+				external("apiserver-node", "10.0.0.2"),
+				external("kubernetes-service-vip", "10.96.0.1"),
+				external("apiserver-172", "172.16.0.2"),
+				external("apiserver-192", "192.168.1.2"),
+				external("metadata", "169.254.169.254"),
+				external("gke-metadata", "169.254.169.252"),
+				external("cgnat-pod-range", "100.64.3.3"),
+				external("kubelet-node", "10.128.0.5"),
+				external("ula-v6", "fd00::1"),
+				external("link-local-v6", "fe80::1"),
+				external("ipv4-mapped-private", "::ffff:10.0.0.2"),
+			}
+			for _, cidr := range values.exceptCIDRs {
+				p := netip.MustParsePrefix(cidr)
+				denyTargets = append(denyTargets, external("admin-except-"+cidr, p.Addr().String()))
+			}
+
+			var flows []flow
+			add := func(from, to netpoleval.Endpoint, port int32, proto corev1.Protocol, allowed bool) {
+				flows = append(flows, flow{from, to, port, proto, allowed})
+			}
+			for _, p := range []netpoleval.Endpoint{w.projectA, w.projectB} {
+				// Only the server reaches projects, on any port.
+				for _, port := range []int32{podtemplate.HubPort, podtemplate.RawPort, 8888} {
+					add(w.server, p, port, corev1.ProtocolTCP, true)
+					add(internet4, p, port, corev1.ProtocolTCP, false)
+					add(w.kubeSystemOther, p, port, corev1.ProtocolTCP, false)
+				}
+				// Projects reach nothing inside the cluster.
+				for _, port := range w.serverPorts {
+					add(p, w.server, port, corev1.ProtocolTCP, false)
+				}
+				if w.hasNFS {
+					add(p, w.nfs, 2049, corev1.ProtocolTCP, false)
+				}
+				add(p, w.kubeSystemOther, 443, corev1.ProtocolTCP, false)
+				add(p, w.dns, 443, corev1.ProtocolTCP, false)
+				for _, target := range denyTargets {
+					for _, port := range []int32{80, 443, 6443, 988, 10250} {
+						add(p, target, port, corev1.ProtocolTCP, false)
+					}
+				}
+				// DNS works.
+				if values.dnsKubeSystem {
+					add(p, w.dns, 53, corev1.ProtocolUDP, true)
+					add(p, w.dns, 53, corev1.ProtocolTCP, true)
+				}
+			}
+			// Projects never reach each other.
+			for _, port := range []int32{podtemplate.HubPort, podtemplate.RawPort, 22, 8080} {
+				add(w.projectA, w.projectB, port, corev1.ProtocolTCP, false)
+				add(w.projectB, w.projectA, port, corev1.ProtocolTCP, false)
+			}
+			// Internet only with network=outside.
+			for _, target := range []netpoleval.Endpoint{internet4, internet6} {
+				add(w.projectA, target, 443, corev1.ProtocolTCP, false)
+				add(w.projectB, target, 443, corev1.ProtocolTCP, true)
+			}
+			// The web UI is reachable; the orchestrator's API never is (it listens on loopback) and
+			// its health port only from what the admin lists.
+			add(internet4, w.server, int32(values.httpPort), corev1.ProtocolTCP, true)
+			add(internet4, w.server, int32(values.httpsPort), corev1.ProtocolTCP, true)
+			add(internet4, w.server, 8471, corev1.ProtocolTCP, false)
+			add(w.monitoring, w.server, 8471, corev1.ProtocolTCP, values.healthFromMonitoring)
+			if w.hasNFS {
+				add(w.server, w.nfs, 2049, corev1.ProtocolTCP, true)
+				add(w.nfs, internet4, 443, corev1.ProtocolTCP, false)
+				add(w.nfs, w.server, int32(values.httpPort), corev1.ProtocolTCP, false)
+				// Other pods reach NFS only through the node CIDRs (ipBlock may match pod IPs):
+				// why admins should narrow networkPolicy.nfs.nodeCIDRs.
+				add(w.monitoring, w.nfs, 2049, corev1.ProtocolTCP, values.nodeCIDRsContain(w.monitoring.IP))
+				node := external("node-in-nodeCIDRs", netip.MustParsePrefix(values.nodeCIDRs[0]).Addr().Next().String())
+				add(node, w.nfs, 2049, corev1.ProtocolTCP, true)
+				add(node, w.nfs, 111, corev1.ProtocolTCP, false)
+				if !values.nodeCIDRsCoverInternet {
+					add(internet4, w.nfs, 2049, corev1.ProtocolTCP, false)
+				}
+			}
+			if c.name == "ci-everything-on" {
+				// Admin-listed rules are appended verbatim.
+				add(w.projectA, external("licence-server", "10.50.0.10"), 27000, corev1.ProtocolTCP, true)
+				add(w.projectA, external("licence-server", "10.50.0.10"), 27001, corev1.ProtocolTCP, false)
+				add(w.monitoring, w.projectA, 9100, corev1.ProtocolTCP, true)
+				add(w.monitoring, w.projectA, podtemplate.RawPort, corev1.ProtocolTCP, false)
+			}
+			require.Greater(t, len(flows), 50)
+			for _, f := range flows {
+				conn := netpoleval.Connection{From: f.from, To: f.to, Port: f.port, Protocol: f.proto}
+				v, err := netpoleval.Evaluate(policies, conn)
+				require.NoError(t, err)
+				assert.Equal(t, f.allowed, v.Allowed, "%s: %s", conn, v.Reason)
+			}
+		})
+	}
+}
+
+func TestNetworkPoliciesCanBeDisabled(t *testing.T) {
+	m := mustDecode(t, render(t, nil, map[string]string{"networkPolicy.enabled": "false"}))
+	assert.Empty(t, all[*networkingv1.NetworkPolicy](m))
+}
+
+func derefPolicies(ps []*networkingv1.NetworkPolicy) []networkingv1.NetworkPolicy {
+	res := make([]networkingv1.NetworkPolicy, len(ps))
+	for i, p := range ps {
+		res[i] = *p
+	}
+	return res
+}
+
+// policyValues are the few values the policy expectations depend on, read
+// from the merged values of a case (chart defaults overlaid by its files).
+type policyValues struct {
+	httpPort, httpsPort    float64
+	dnsKubeSystem          bool
+	exceptCIDRs            []string
+	nodeCIDRs              []string
+	nodeCIDRsCoverInternet bool
+	healthFromMonitoring   bool
+}
+
+func (v policyValues) nodeCIDRsContain(ip netip.Addr) bool {
+	for _, cidr := range v.nodeCIDRs {
+		if netip.MustParsePrefix(cidr).Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+func chartValues(t *testing.T, c valuesCase) policyValues {
+	t.Helper()
+	v := mergedValues(t, c)
+	get := func(path ...string) any {
+		var cur any = v
+		for _, p := range path {
+			m, ok := cur.(map[string]any)
+			if !ok {
+				t.Fatalf("values %v: not a map at %s", path, p)
+			}
+			cur = m[p]
+		}
+		return cur
+	}
+	strs := func(x any) []string {
+		var res []string
+		for _, s := range x.([]any) {
+			res = append(res, s.(string))
+		}
+		return res
+	}
+	pv := policyValues{
+		httpPort:      get("server", "ports", "http").(float64),
+		httpsPort:     get("server", "ports", "https").(float64),
+		dnsKubeSystem: get("networkPolicy", "dns", "kubeSystem").(bool),
+		exceptCIDRs:   strs(get("networkPolicy", "projects", "outside", "exceptCIDRs")),
+		nodeCIDRs:     strs(get("networkPolicy", "nfs", "nodeCIDRs")),
+	}
+	for _, cidr := range pv.nodeCIDRs {
+		if netip.MustParsePrefix(cidr).Contains(netip.MustParseAddr("93.184.216.34")) {
+			pv.nodeCIDRsCoverInternet = true
+		}
+	}
+	pv.healthFromMonitoring = fmt.Sprint(get("networkPolicy", "server", "healthFrom")) != "[]"
+	return pv
+}

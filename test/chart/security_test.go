@@ -1,0 +1,255 @@
+package chart
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+)
+
+const saTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount"
+
+// Capabilities the root-based CoCalc server image may keep (see values.yaml server.securityContext).
+var allowedHubCaps = []corev1.Capability{"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+
+func container(t *testing.T, spec corev1.PodSpec, name string) corev1.Container {
+	t.Helper()
+	for _, c := range spec.Containers {
+		if c.Name == name {
+			return c
+		}
+	}
+	t.Fatalf("container %q not found", name)
+	return corev1.Container{}
+}
+
+func serverDeployment(t *testing.T, m manifests) *appsv1.Deployment {
+	t.Helper()
+	return one[*appsv1.Deployment](t, m, releaseName+"-server")
+}
+
+func TestServerDeployment(t *testing.T) {
+	for _, c := range renderCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			m := renderObjects(t, c)
+			d := serverDeployment(t, m)
+			spec := d.Spec.Template.Spec
+
+			require.NotNil(t, d.Spec.Replicas)
+			assert.EqualValues(t, 1, *d.Spec.Replicas)
+			assert.Equal(t, appsv1.RecreateDeploymentStrategyType, d.Spec.Strategy.Type)
+			require.NotNil(t, spec.TerminationGracePeriodSeconds)
+			assert.Positive(t, *spec.TerminationGracePeriodSeconds)
+			assert.NotEmpty(t, d.Spec.Template.Annotations["checksum/project-template"])
+			assert.Len(t, spec.Containers, 2)
+
+			// The pod never mounts API credentials by default; only the orchestrator gets a projected token.
+			require.NotNil(t, spec.AutomountServiceAccountToken)
+			assert.False(t, *spec.AutomountServiceAccountToken)
+			assert.NotEqual(t, "default", spec.ServiceAccountName)
+			require.NotNil(t, spec.SecurityContext.SeccompProfile)
+			assert.Equal(t, corev1.SeccompProfileTypeRuntimeDefault, spec.SecurityContext.SeccompProfile.Type)
+
+			hub := container(t, spec, "hub")
+			assert.NotNil(t, hub.StartupProbe, "hub startupProbe")
+			assert.NotNil(t, hub.LivenessProbe, "hub livenessProbe")
+			assert.NotNil(t, hub.ReadinessProbe, "hub readinessProbe")
+			assert.NotEmpty(t, hub.Resources.Requests, "hub resources")
+			sc := hub.SecurityContext
+			require.NotNil(t, sc)
+			assert.True(t, sc.Privileged != nil && !*sc.Privileged, "hub must not be privileged")
+			assert.True(t, sc.AllowPrivilegeEscalation != nil && !*sc.AllowPrivilegeEscalation, "hub: no privilege escalation")
+			require.NotNil(t, sc.Capabilities)
+			assert.Contains(t, sc.Capabilities.Drop, corev1.Capability("ALL"))
+			for _, cap := range sc.Capabilities.Add {
+				assert.Contains(t, allowedHubCaps, cap, "hub capability")
+			}
+			for _, vm := range hub.VolumeMounts {
+				assert.False(t, strings.HasPrefix(vm.MountPath, "/var/run/secrets"), "hub must hold no Kubernetes credentials: %s", vm.MountPath)
+			}
+			assert.Contains(t, mountPaths(hub), "/projects")
+
+			orch := container(t, spec, "orchestrator")
+			osc := orch.SecurityContext
+			require.NotNil(t, osc)
+			assert.Equal(t, ptrVal(osc.RunAsNonRoot), true)
+			assert.EqualValues(t, 2001, ptrVal(osc.RunAsUser))
+			assert.EqualValues(t, 2001, ptrVal(osc.RunAsGroup))
+			assert.Equal(t, true, ptrVal(osc.ReadOnlyRootFilesystem))
+			assert.Equal(t, false, ptrVal(osc.AllowPrivilegeEscalation))
+			assert.Equal(t, false, ptrVal(osc.Privileged))
+			require.NotNil(t, osc.Capabilities)
+			assert.Equal(t, []corev1.Capability{"ALL"}, osc.Capabilities.Drop)
+			assert.Empty(t, osc.Capabilities.Add)
+			require.NotNil(t, orch.LivenessProbe)
+			require.NotNil(t, orch.ReadinessProbe)
+			assert.Equal(t, "/healthz", orch.LivenessProbe.HTTPGet.Path)
+			assert.Equal(t, "/readyz", orch.ReadinessProbe.HTTPGet.Path)
+			assert.Equal(t, "health", orch.LivenessProbe.HTTPGet.Port.StrVal)
+			assert.Equal(t, int32(8471), orch.Ports[0].ContainerPort)
+			assert.Equal(t, "health", orch.Ports[0].Name)
+			require.GreaterOrEqual(t, len(orch.Command), 2)
+			assert.Equal(t, []string{"cocalc-k8s", "serve"}, orch.Command[:2])
+			for _, arg := range []string{"--template=" + podtemplate.DefaultPath, "--listen=127.0.0.1:8470", "--health-listen=:8471", "--log-format=json"} {
+				assert.Contains(t, orch.Command, arg)
+			}
+			assert.Contains(t, mountPaths(orch), saTokenPath)
+
+			// The projected token volume is exactly what automount would give, for one container.
+			var projected *corev1.ProjectedVolumeSource
+			for _, v := range spec.Volumes {
+				for _, vm := range orch.VolumeMounts {
+					if vm.MountPath == saTokenPath && vm.Name == v.Name {
+						projected = v.Projected
+					}
+				}
+			}
+			require.NotNil(t, projected, "orchestrator token must be a projected volume")
+			var hasToken, hasCA, hasNS bool
+			for _, s := range projected.Sources {
+				switch {
+				case s.ServiceAccountToken != nil:
+					hasToken = s.ServiceAccountToken.Path == "token"
+				case s.ConfigMap != nil:
+					hasCA = s.ConfigMap.Name == "kube-root-ca.crt"
+				case s.DownwardAPI != nil:
+					hasNS = len(s.DownwardAPI.Items) == 1 && s.DownwardAPI.Items[0].FieldRef.FieldPath == "metadata.namespace"
+				}
+			}
+			assert.True(t, hasToken && hasCA && hasNS, "projected token volume: token=%v ca=%v namespace=%v", hasToken, hasCA, hasNS)
+		})
+	}
+}
+
+// Chart-wide pod hardening: no host namespaces or host paths anywhere, pinned
+// images, no automounted tokens, and privileged only for the NFS server.
+func TestPodsAreHardened(t *testing.T) {
+	for _, c := range renderCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			for _, p := range podSpecs(renderObjects(t, c)) {
+				spec := p.spec
+				assert.False(t, spec.HostNetwork || spec.HostPID || spec.HostIPC, "%s: host namespaces", p.name)
+				require.NotNil(t, spec.AutomountServiceAccountToken, "%s: automountServiceAccountToken must be explicit", p.name)
+				assert.False(t, *spec.AutomountServiceAccountToken, "%s", p.name)
+				for _, v := range spec.Volumes {
+					assert.Nil(t, v.HostPath, "%s: hostPath volume %s", p.name, v.Name)
+				}
+				for _, ctr := range append(slices.Clone(spec.InitContainers), spec.Containers...) {
+					ref := ctr.Image
+					assert.Regexp(t, `^[^:@]+(:[^:]+)?(:[A-Za-z0-9_][A-Za-z0-9_.-]*|@sha256:[a-f0-9]{64})$`, ref, "%s/%s: image must carry a pinned tag", p.name, ctr.Name)
+					assert.False(t, strings.HasSuffix(ref, ":latest"), "%s/%s: %s", p.name, ctr.Name, ref)
+					privileged := ctr.SecurityContext != nil && ptrVal(ctr.SecurityContext.Privileged)
+					if p.component == "nfs" {
+						assert.True(t, privileged, "the kernel NFS server needs privileged")
+					} else {
+						assert.False(t, privileged, "%s/%s must not be privileged", p.name, ctr.Name)
+						require.NotNil(t, ctr.SecurityContext, "%s/%s: securityContext", p.name, ctr.Name)
+						assert.Equal(t, false, ptrVal(ctr.SecurityContext.AllowPrivilegeEscalation), "%s/%s", p.name, ctr.Name)
+						require.NotNil(t, ctr.SecurityContext.Capabilities, "%s/%s", p.name, ctr.Name)
+						assert.Contains(t, ctr.SecurityContext.Capabilities.Drop, corev1.Capability("ALL"), "%s/%s", p.name, ctr.Name)
+					}
+				}
+			}
+		})
+	}
+}
+
+type namedPodSpec struct {
+	name, component string
+	labels          map[string]string
+	namespace       string
+	spec            corev1.PodSpec
+}
+
+func podSpecs(m manifests) []namedPodSpec {
+	var res []namedPodSpec
+	add := func(kind, ns, name string, tpl corev1.PodTemplateSpec) {
+		res = append(res, namedPodSpec{kind + "/" + name, tpl.Labels["app.kubernetes.io/component"], tpl.Labels, ns, tpl.Spec})
+	}
+	for _, d := range all[*appsv1.Deployment](m) {
+		add("Deployment", d.Namespace, d.Name, d.Spec.Template)
+	}
+	for _, s := range all[*appsv1.StatefulSet](m) {
+		add("StatefulSet", s.Namespace, s.Name, s.Spec.Template)
+	}
+	for _, s := range all[*appsv1.DaemonSet](m) {
+		add("DaemonSet", s.Namespace, s.Name, s.Spec.Template)
+	}
+	for _, p := range all[*corev1.Pod](m) {
+		add("Pod", p.Namespace, p.Name, corev1.PodTemplateSpec{ObjectMeta: p.ObjectMeta, Spec: p.Spec})
+	}
+	return res
+}
+
+func mountPaths(c corev1.Container) []string {
+	var res []string
+	for _, vm := range c.VolumeMounts {
+		res = append(res, vm.MountPath)
+	}
+	return res
+}
+
+func ptrVal[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
+}
+
+// Workload selectors match their own pod labels, and Services select the pods that serve them.
+func TestSelectorsMatchPods(t *testing.T) {
+	for _, c := range renderCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			m := renderObjects(t, c)
+			pods := podSpecs(m)
+			for _, d := range all[*appsv1.Deployment](m) {
+				assert.Subset(t, d.Spec.Template.Labels, d.Spec.Selector.MatchLabels, d.Name)
+			}
+			for _, s := range all[*appsv1.StatefulSet](m) {
+				assert.Subset(t, s.Spec.Template.Labels, s.Spec.Selector.MatchLabels, s.Name)
+			}
+			for _, s := range all[*appsv1.DaemonSet](m) {
+				assert.Subset(t, s.Spec.Template.Labels, s.Spec.Selector.MatchLabels, s.Name)
+			}
+			for _, svc := range all[*corev1.Service](m) {
+				var matched []namedPodSpec
+				for _, p := range pods {
+					if p.namespace == svc.Namespace && isSubset(svc.Spec.Selector, p.labels) && !strings.HasPrefix(p.name, "Pod/") {
+						matched = append(matched, p)
+					}
+				}
+				require.Len(t, matched, 1, "service %s must select exactly one workload", svc.Name)
+				for _, port := range svc.Spec.Ports {
+					found := false
+					for _, ctr := range matched[0].spec.Containers {
+						for _, cp := range ctr.Ports {
+							if cp.Name == port.TargetPort.StrVal || cp.ContainerPort == port.TargetPort.IntVal {
+								found = true
+							}
+						}
+					}
+					assert.True(t, found, "service %s port %s targets no container port", svc.Name, port.Name)
+				}
+			}
+		})
+	}
+}
+
+func isSubset(sub, super map[string]string) bool {
+	for k, v := range sub {
+		if super[k] != v {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,124 @@
+package chart
+
+import (
+	"path"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+)
+
+// projectTemplate decodes the rendered ConfigMap with the orchestrator's own parser.
+func projectTemplate(t *testing.T, m manifests) *podtemplate.Template {
+	t.Helper()
+	cm := one[*corev1.ConfigMap](t, m, releaseName+"-project-template")
+	require.Len(t, cm.Data, 1, "the ConfigMap holds only the template")
+	doc, ok := cm.Data[podtemplate.TemplateKey]
+	require.True(t, ok, "key %s", podtemplate.TemplateKey)
+	tpl, err := podtemplate.Parse([]byte(doc))
+	require.NoError(t, err, "the orchestrator would reject this template:\n%s", doc)
+	return tpl
+}
+
+// The chart and the orchestrator agree on the template: it parses strictly,
+// validates, and matches the server pod that mounts it.
+func TestProjectTemplateContract(t *testing.T) {
+	for _, c := range renderCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			m := renderObjects(t, c)
+			tpl := projectTemplate(t, m)
+
+			assert.Equal(t, podtemplate.SchemaVersion, tpl.Version)
+			assert.Equal(t, releaseName, tpl.Release)
+			assert.Equal(t, map[string]string{
+				podtemplate.LabelComponent: podtemplate.ComponentProject,
+				podtemplate.LabelRelease:   releaseName,
+			}, tpl.SelectorLabels, "selector labels are exactly component + release")
+			assert.NotContains(t, tpl.Labels, "app.kubernetes.io/instance")
+			assert.NotEqual(t, "latest", tpl.Image.Tag)
+			assert.Positive(t, tpl.Security.RunAsUser)
+			assert.Positive(t, tpl.Security.RunAsGroup)
+
+			// The server mounts the template where --template points, and project homes at serverPath.
+			d := serverDeployment(t, m)
+			orch := container(t, d.Spec.Template.Spec, "orchestrator")
+			assert.Contains(t, orch.Command, "--template="+podtemplate.DefaultPath)
+			assert.Contains(t, mountPaths(orch), path.Dir(podtemplate.DefaultPath))
+			assert.Contains(t, mountPaths(orch), tpl.Storage.ServerPath)
+			assert.Contains(t, mountPaths(container(t, d.Spec.Template.Spec, "hub")), tpl.Storage.ServerPath)
+			assert.Equal(t, "/projects/home", tpl.Storage.ServerPath)
+
+			// Storage as the selected mode says.
+			var homes *corev1.Volume
+			for i, v := range d.Spec.Template.Spec.Volumes {
+				if v.Name == "projects-home" {
+					homes = &d.Spec.Template.Spec.Volumes[i]
+				}
+			}
+			require.NotNil(t, homes)
+			switch {
+			case tpl.Storage.Mode == podtemplate.ModeNFS && tpl.Storage.NFS.ServiceName != "":
+				// nfsServer: the Service exists, and the server mounts the NFS pod's claim directly.
+				svc := one[*corev1.Service](t, m, tpl.Storage.NFS.ServiceName)
+				assert.Equal(t, int32(2049), svc.Spec.Ports[0].Port)
+				assert.Equal(t, "/", tpl.Storage.NFS.Path)
+				require.NotNil(t, homes.PersistentVolumeClaim)
+				assert.Equal(t, releaseName+"-projects", homes.PersistentVolumeClaim.ClaimName)
+				pvc := one[*corev1.PersistentVolumeClaim](t, m, releaseName+"-projects")
+				assert.Equal(t, []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce}, pvc.Spec.AccessModes)
+				aff := d.Spec.Template.Spec.Affinity
+				require.NotNil(t, aff, "server must be co-scheduled with the NFS pod")
+				require.NotNil(t, aff.PodAffinity)
+				terms := aff.PodAffinity.RequiredDuringSchedulingIgnoredDuringExecution
+				require.NotEmpty(t, terms)
+				assert.Equal(t, "kubernetes.io/hostname", terms[len(terms)-1].TopologyKey)
+				assert.Equal(t, "nfs", terms[len(terms)-1].LabelSelector.MatchLabels["app.kubernetes.io/component"])
+			case tpl.Storage.Mode == podtemplate.ModeNFS:
+				require.NotNil(t, homes.NFS)
+				assert.Equal(t, tpl.Storage.NFS.Server, homes.NFS.Server)
+				assert.Equal(t, tpl.Storage.NFS.Path, homes.NFS.Path)
+			case tpl.Storage.Mode == podtemplate.ModePVC:
+				require.NotNil(t, homes.PersistentVolumeClaim)
+				assert.Equal(t, tpl.Storage.PVC.ClaimName, homes.PersistentVolumeClaim.ClaimName)
+				assert.Equal(t, tpl.Namespace, d.Namespace, "a claim is only mountable in its own namespace")
+				for _, ctr := range d.Spec.Template.Spec.Containers {
+					for _, vm := range ctr.VolumeMounts {
+						if vm.Name == "projects-home" {
+							assert.Equal(t, tpl.Storage.PVC.SubPathPrefix, vm.SubPath, "server sees the same folder as projects")
+						}
+					}
+				}
+			default:
+				t.Fatalf("unexpected storage mode %q", tpl.Storage.Mode)
+			}
+		})
+	}
+}
+
+// Values reach the template unchanged (spot checks on the everything-on case).
+func TestProjectTemplateCarriesValues(t *testing.T) {
+	tpl := projectTemplate(t, renderObjects(t, caseByName(t, "ci-everything-on")))
+	assert.Equal(t, corev1.ResourceName("nvidia.com/gpu"), tpl.Resources.GPUResourceName)
+	assert.EqualValues(t, 2, tpl.Resources.Max.GPUs)
+	assert.Equal(t, []string{"regcred"}, tpl.Image.PullSecrets)
+	assert.Equal(t, "gvisor", tpl.RuntimeClassName)
+	assert.Equal(t, "projects", tpl.PriorityClassName)
+	assert.Equal(t, map[string]string{"pool": "projects"}, tpl.NodeSelector)
+	require.Len(t, tpl.Tolerations, 1)
+	require.NotNil(t, tpl.Affinity)
+	require.Len(t, tpl.ExtraVolumes, 1)
+	require.Len(t, tpl.ExtraMounts, 1)
+	assert.Equal(t, "standard", tpl.Labels["cocalc.example.com/tier"])
+
+	pvc := projectTemplate(t, renderObjects(t, caseByName(t, "ci-pvc-existing")))
+	assert.Equal(t, podtemplate.ModePVC, pvc.Storage.Mode)
+	assert.Equal(t, "shared-homes", pvc.Storage.PVC.ClaimName)
+	assert.Equal(t, "cocalc/projects", pvc.Storage.PVC.SubPathPrefix)
+
+	sep := projectTemplate(t, renderObjects(t, caseByName(t, "ci-separate-projects-namespace")))
+	assert.Equal(t, "cocalc-projects", sep.Namespace)
+}
