@@ -99,7 +99,11 @@ func (s Store) Copy(ctx context.Context, req CopyRequest) error {
 		patterns = append(patterns, HistoryExclude)
 	}
 	patterns = append(patterns, req.Exclude...)
-	c := &copier{ctx: ctx, s: s, src: src, dst: dst, req: req, ex: compileExcludes(patterns), rootSrc: srcRel}
+	ex, err := compileExcludes(patterns)
+	if err != nil {
+		return &PathError{Msg: err.Error()}
+	}
+	c := &copier{ctx: ctx, s: s, src: src, dst: dst, req: req, ex: ex, rootSrc: srcRel}
 
 	if srcInfo.IsDir() {
 		if err := s.mkdirAll(dst, filepath.Dir(dstRel)); err != nil {

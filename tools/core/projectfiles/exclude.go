@@ -1,6 +1,7 @@
 package projectfiles
 
 import (
+	"fmt"
 	"regexp"
 	"strings"
 )
@@ -31,8 +32,9 @@ type excludeRule struct {
 	fullPath bool
 }
 
-func compileExclude(p string) excludeRule {
+func compileExclude(p string) (excludeRule, error) {
 	var r excludeRule
+	orig := p
 	if strings.HasSuffix(p, "/") && len(p) > 1 {
 		r.dirOnly = true
 		p = strings.TrimSuffix(p, "/")
@@ -42,8 +44,14 @@ func compileExclude(p string) excludeRule {
 		p = strings.TrimPrefix(p, "/")
 	}
 	r.fullPath = r.anchored || strings.Contains(p, "/") || strings.Contains(p, "**")
-	r.re = regexp.MustCompile("^" + globToRegexp(p) + "$")
-	return r
+	re, err := regexp.Compile("^" + globToRegexp(p) + "$")
+	if err != nil {
+		// Patterns come from copy_paths.exclude, i.e. from users: a bad
+		// one fails its copy, never the process.
+		return r, fmt.Errorf("invalid exclude pattern %q: %w", orig, err)
+	}
+	r.re = re
+	return r, nil
 }
 
 func globToRegexp(p string) string {
@@ -108,15 +116,19 @@ func (r excludeRule) match(rel string, isDir bool) bool {
 
 type excludes []excludeRule
 
-func compileExcludes(patterns []string) excludes {
+func compileExcludes(patterns []string) (excludes, error) {
 	out := make(excludes, 0, len(patterns))
 	for _, p := range patterns {
 		if p == "" {
 			continue
 		}
-		out = append(out, compileExclude(p))
+		r, err := compileExclude(p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, r)
 	}
-	return out
+	return out, nil
 }
 
 // match reports whether the path rel (relative to the transfer root, "/"

@@ -108,7 +108,10 @@ func TestResolve(t *testing.T) {
 }
 
 func TestExcludeRules(t *testing.T) {
-	ex := compileExcludes(append(append([]string{}, DefaultExcludes...), HistoryExclude, "/top", "build/", "a/**/z", "data[0-9].csv"))
+	ex, err := compileExcludes(append(append([]string{}, DefaultExcludes...), HistoryExclude, "/top", "build/", "a/**/z", "data[0-9].csv"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, tc := range []struct {
 		rel   string
 		dir   bool
@@ -610,5 +613,30 @@ func TestWriteFile(t *testing.T) {
 		if err := s.WriteFile(projA, bad, []byte("x"), 0o600); err == nil {
 			t.Errorf("WriteFile(%q) accepted", bad)
 		}
+	}
+}
+
+// FuzzExclude: any pattern (they come from copy_paths rows) either compiles
+// or is an error; matching never panics.
+func FuzzExclude(f *testing.F) {
+	for _, seed := range []string{"*.tmp", "[z-a]", "[", "a/**/b", "\\", "[!x]", "/", "//", "[]]", "a\\"} {
+		f.Add(seed, "dir/file.tmp")
+	}
+	f.Fuzz(func(t *testing.T, pattern, rel string) {
+		ex, err := compileExcludes([]string{pattern})
+		if err != nil {
+			return
+		}
+		ex.match(rel, true)
+		ex.match(rel, false)
+	})
+}
+
+func TestBadExcludeFailsTheCopyOnly(t *testing.T) {
+	s := newStore(t)
+	write(t, s, projA, "f", "x", time.Time{})
+	err := s.Copy(context.Background(), CopyRequest{SourceProject: projA, SourcePath: "f", TargetProject: projB, Exclude: []string{"[z-a]"}})
+	if err == nil || !strings.Contains(err.Error(), "invalid exclude pattern") {
+		t.Errorf("got %v", err)
 	}
 }
