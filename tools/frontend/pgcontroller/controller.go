@@ -30,6 +30,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"runtime/debug"
 	"path/filepath"
 	"sync"
 	"time"
@@ -443,7 +444,7 @@ func (c *controller) worker(ctx context.Context) {
 			c.inflight[id] = true
 			c.mu.Unlock()
 
-			c.handleAction(ctx, id)
+			c.safely("action request of "+id, func() { c.handleAction(ctx, id) })
 
 			c.mu.Lock()
 			delete(c.inflight, id)
@@ -455,6 +456,17 @@ func (c *controller) worker(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// safely runs f and turns a panic into an error log: one request with data
+// nobody anticipated must not take down the controller serving all others.
+func (c *controller) safely(what string, f func()) {
+	defer func() {
+		if r := recover(); r != nil {
+			c.log.Error("panic while handling "+what, "panic", r, "stack", string(debug.Stack()))
+		}
+	}()
+	f()
 }
 
 func kick(ch chan struct{}) {

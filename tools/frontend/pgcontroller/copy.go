@@ -35,7 +35,7 @@ func (c *controller) copyLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			c.handleCopy(ctx, id)
+			c.safely("copy "+id, func() { c.handleCopy(ctx, id) })
 		}
 	}
 }

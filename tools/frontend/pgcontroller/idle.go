@@ -21,9 +21,11 @@ func (c *controller) idleLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if err := c.stopIdle(ctx); err != nil && ctx.Err() == nil {
-			c.log.Warn("idle check failed", "err", err)
-		}
+		c.safely("idle check", func() {
+			if err := c.stopIdle(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("idle check failed", "err", err)
+			}
+		})
 	}
 }
 
