@@ -2,7 +2,6 @@ package chart
 
 import (
 	"fmt"
-	"maps"
 	"net/netip"
 	"testing"
 
@@ -15,27 +14,30 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/test/chart/netpoleval"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podspec"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 )
 
-// projectPodLabels are the labels the orchestrator puts on a runtime project
-// pod: the template's selector and extra labels plus its fixed identity labels.
-func projectPodLabels(tpl *podtemplate.Template, projectID string, outside bool) map[string]string {
-	l := map[string]string{}
-	maps.Copy(l, tpl.SelectorLabels)
-	maps.Copy(l, tpl.Labels)
-	network := podtemplate.NetworkNone
-	if outside {
-		network = podtemplate.NetworkOutside
-	}
-	maps.Copy(l, map[string]string{
-		podtemplate.LabelRun:       podtemplate.RunProject,
-		podtemplate.LabelProjectID: projectID,
-		podtemplate.LabelNetwork:   network,
-		podtemplate.LabelPartOf:    podtemplate.PartOf,
-		podtemplate.LabelManagedBy: podtemplate.ManagedBy,
+// projectPod builds a runtime project pod from the rendered template with the
+// orchestrator's own builder, so the policies are checked against the labels
+// project pods will really carry.
+func projectPod(t *testing.T, tpl *podtemplate.Template, id string, outside bool) *corev1.Pod {
+	t.Helper()
+	pid, err := project.Parse(id)
+	require.NoError(t, err)
+	pod, err := podspec.Build(tpl, podspec.Input{
+		Project:   pid,
+		Request:   podspec.Request{Quota: podtemplate.Quota{Network: outside}},
+		NFSServer: "10.96.0.50",
 	})
-	return l
+	require.NoError(t, err, "the orchestrator cannot build a project pod from this template")
+	return pod
+}
+
+func projectPodLabels(t *testing.T, tpl *podtemplate.Template, id string, outside bool) map[string]string {
+	t.Helper()
+	return projectPod(t, tpl, id, outside).Labels
 }
 
 func nsLabels(ns string) map[string]string {
@@ -70,8 +72,8 @@ func buildWorld(t *testing.T, m manifests, tpl *podtemplate.Template) world {
 	t.Helper()
 	d := serverDeployment(t, m)
 	w := world{
-		projectA:        podEndpoint("project-a", tpl.Namespace, "10.4.1.10", projectPodLabels(tpl, "2e5ab7d0-0000-4000-8000-00000000000a", false), nil),
-		projectB:        podEndpoint("project-b-outside", tpl.Namespace, "10.4.1.11", projectPodLabels(tpl, "2e5ab7d0-0000-4000-8000-00000000000b", true), nil),
+		projectA:        podEndpoint("project-a", tpl.Namespace, "10.4.1.10", projectPodLabels(t, tpl, "2e5ab7d0-0000-4000-8000-00000000000a", false), nil),
+		projectB:        podEndpoint("project-b-outside", tpl.Namespace, "10.4.1.11", projectPodLabels(t, tpl, "2e5ab7d0-0000-4000-8000-00000000000b", true), nil),
 		server:          podEndpoint("server", d.Namespace, "10.4.0.20", d.Spec.Template.Labels, &d.Spec.Template.Spec),
 		dns:             podEndpoint("kube-dns", "kube-system", "10.4.2.2", map[string]string{"k8s-app": "kube-dns"}, nil),
 		kubeSystemOther: podEndpoint("metrics-server", "kube-system", "10.4.2.3", map[string]string{"k8s-app": "metrics-server"}, nil),
@@ -125,7 +127,7 @@ func TestNetworkPolicySelectorsMatchPods(t *testing.T) {
 			assert.True(t, selects(t, *peer.PodSelector, w.server.PodLabels), "projects ingress peer must select the server pod")
 
 			// A project of another release in the same namespace is not ours to police.
-			other := projectPodLabels(tpl, "2e5ab7d0-0000-4000-8000-00000000000c", true)
+			other := projectPodLabels(t, tpl, "2e5ab7d0-0000-4000-8000-00000000000c", true)
 			other[podtemplate.LabelRelease] = "another-release"
 			assert.False(t, selects(t, projects.Spec.PodSelector, other))
 
@@ -328,4 +330,29 @@ func chartValues(t *testing.T, c valuesCase) policyValues {
 	}
 	pv.healthFromMonitoring = fmt.Sprint(get("networkPolicy", "server", "healthFrom")) != "[]"
 	return pv
+}
+
+// A project pod built from each rendered template carries the policies'
+// selector labels, the chart's extra labels, and never ArgoCD's tracking label.
+func TestProjectPodsFromTemplate(t *testing.T) {
+	for _, c := range renderCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			tpl := projectTemplate(t, renderObjects(t, c))
+			for _, outside := range []bool{false, true} {
+				pod := projectPod(t, tpl, "2e5ab7d0-0000-4000-8000-00000000000d", outside)
+				assert.Subset(t, pod.Labels, tpl.SelectorLabels)
+				assert.Subset(t, pod.Labels, tpl.Labels)
+				assert.NotContains(t, pod.Labels, "app.kubernetes.io/instance")
+				assert.Equal(t, tpl.Namespace, pod.Namespace)
+				want := podtemplate.NetworkNone
+				if outside {
+					want = podtemplate.NetworkOutside
+				}
+				assert.Equal(t, want, pod.Labels[podtemplate.LabelNetwork])
+				require.NotNil(t, pod.Spec.AutomountServiceAccountToken)
+				assert.False(t, *pod.Spec.AutomountServiceAccountToken)
+			}
+		})
+	}
 }
