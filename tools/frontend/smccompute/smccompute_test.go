@@ -130,6 +130,7 @@ func TestGolden(t *testing.T) {
 		{name: "status_running", args: []string{"--kubernetes", "status", running}},
 		{name: "status_opened", args: []string{"--kubernetes", "status", stopped}},
 		{name: "state_many", args: []string{"--kubernetes", "state", running, stopped}},
+		{name: "state_many_one_bad", args: []string{"--kubernetes", "state", running, "nope", stopped}, code: 1, stderr: "invalid uuid (='nope')"},
 		{name: "start", args: []string{"--kubernetes", "start", "--base_url", "/cocalc", "--extra_env", extraEnv(map[string]string{"A": "1"}), "--cores", "2", "--memory", "2000", "--cpu_shares", "256", "--network", "1", stopped}},
 		{name: "start_bad_extra_env", args: []string{"--kubernetes", "start", "--extra_env", "%%%", stopped}, code: 1, stderr: "--extra_env is not base64"},
 		{name: "stop", args: []string{"--kubernetes", "stop", running}},
