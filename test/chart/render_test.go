@@ -213,3 +213,34 @@ func withoutBlankLines(s string) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// `helm install` on each values case, client-side only (Helm 4 needs no cluster for
+// --dry-run=client; the kubeconfig points nowhere so nothing can be contacted).
+// This also renders NOTES.txt, which must tell how to reach the server.
+func TestInstallDryRun(t *testing.T) {
+	requireTools(t)
+	noCluster := filepath.Join(t.TempDir(), "no-kubeconfig")
+	for _, c := range renderCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			args := []string{"install", releaseName, chartDir, "--dry-run=client", "--namespace", releaseNamespace, "--kubeconfig", noCluster}
+			for _, f := range c.files {
+				args = append(args, "-f", f)
+			}
+			out, err := runHelm(context.Background(), helm4Path, args...)
+			require.NoError(t, err)
+			require.Contains(t, out, "NOTES:", "install printed no NOTES")
+			notes := out[strings.Index(out, "NOTES:"):]
+			v := mergedValues(t, c)
+			switch {
+			case v["ingress"].(map[string]any)["enabled"] == true:
+				assert.Contains(t, notes, "https://"+v["ingress"].(map[string]any)["hosts"].([]any)[0].(string)+"/")
+			case v["loadBalancer"].(map[string]any)["enabled"] == true:
+				assert.Contains(t, notes, "get service "+releaseName+"-lb")
+			default:
+				assert.Contains(t, notes, "port-forward service/"+releaseName+"-server")
+			}
+			assert.Contains(t, notes, "helm test "+releaseName)
+		})
+	}
+}
