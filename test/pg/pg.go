@@ -261,6 +261,9 @@ func quoteIdent(s string) string { return `"` + strings.ReplaceAll(s, `"`, `""`)
 // postgres (Debian does not put them on PATH).
 func findBin() (string, error) {
 	if dir := os.Getenv("PG_BINDIR"); dir != "" {
+		if _, err := os.Stat(filepath.Join(dir, "initdb")); err != nil {
+			return "", fmt.Errorf("PG_BINDIR=%s has no initdb: %w", dir, err)
+		}
 		return dir, nil
 	}
 	matches, _ := filepath.Glob("/usr/lib/postgresql/*/bin/postgres")
