@@ -41,18 +41,12 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			role := one[*rbacv1.Role](t, m, releaseName+"-orchestrator")
 			assert.Equal(t, tpl.Namespace, role.Namespace, "the Role lives where project pods live")
 			want := wantProjectRules
-			if nfsServer && !separate {
+			if nfsServer {
+				require.False(t, separate, "nfsServer mode keeps projects in the release namespace")
 				want = append(append([]rbacv1.PolicyRule{}, wantProjectRules...), nfsServiceRule(tpl.Storage.NFS.ServiceName))
 			}
 			assert.Equal(t, want, role.Rules)
-			if nfsServer && separate {
-				nfsRole := one[*rbacv1.Role](t, m, releaseName+"-orchestrator-nfs")
-				assert.Equal(t, releaseNamespace, nfsRole.Namespace, "the NFS Service is in the release namespace")
-				assert.Equal(t, []rbacv1.PolicyRule{nfsServiceRule(tpl.Storage.NFS.ServiceName)}, nfsRole.Rules)
-				require.Len(t, roles, 2)
-			} else {
-				require.Len(t, roles, 1)
-			}
+			require.Len(t, roles, 1)
 			require.Len(t, bindings, len(roles))
 			for _, b := range bindings {
 				assert.Equal(t, rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: b.Name}, b.RoleRef)

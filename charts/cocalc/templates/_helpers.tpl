@@ -147,6 +147,9 @@ Render-time checks for rules values.schema.json cannot express across keys. Each
 {{- if and (eq .Values.storage.mode "pvc") $sep -}}
 {{- fail "storage.mode: pvc needs projects.namespace to be the release namespace (a claim is mounted only by pods of its own namespace); use nfs or nfsServer for a separate projects namespace" -}}
 {{- end -}}
+{{- if and (eq .Values.storage.mode "nfsServer") $sep -}}
+{{- fail "storage.mode: nfsServer needs projects.namespace to be the release namespace (the orchestrator resolves the NFS Service in the projects namespace); use nfs (an external export) for a separate projects namespace" -}}
+{{- end -}}
 {{- if and .Values.projects.createNamespace (not $sep) -}}
 {{- fail "projects.createNamespace: only valid when projects.namespace names a namespace other than the release namespace" -}}
 {{- end -}}
