@@ -8,6 +8,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/pmezard/go-difflib/difflib"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
@@ -180,7 +181,13 @@ func TestGolden(t *testing.T) {
 			}
 			want, err := os.ReadFile(path)
 			require.NoError(t, err, "missing golden file: run `make golden`")
-			require.Equal(t, string(want), got, "render differs from %s: review the diff, then run `make golden`", path)
+			if string(want) != got {
+				diff, _ := difflib.GetUnifiedDiffString(difflib.UnifiedDiff{
+					A: difflib.SplitLines(string(want)), B: difflib.SplitLines(got),
+					FromFile: path, ToFile: "render", Context: 2,
+				})
+				t.Fatalf("render differs from %s (review, then run `make golden`):\n%s", path, diff)
+			}
 		})
 	}
 }

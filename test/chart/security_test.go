@@ -16,7 +16,7 @@ import (
 const saTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount"
 
 // Capabilities the root-based CoCalc server image may keep (see values.yaml server.securityContext).
-var allowedHubCaps = []corev1.Capability{"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
+var allowedHubCaps = []corev1.Capability{"AUDIT_WRITE", "CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID", "KILL", "NET_BIND_SERVICE", "SETFCAP", "SETGID", "SETPCAP", "SETUID", "SYS_CHROOT"}
 
 func container(t *testing.T, spec corev1.PodSpec, name string) corev1.Container {
 	t.Helper()

@@ -1,0 +1,76 @@
+package chart
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	psaapi "k8s.io/pod-security-admission/api"
+	psapolicy "k8s.io/pod-security-admission/policy"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+)
+
+// podSecurityViolations evaluates a pod against a Pod Security Standard level
+// with the API server's own admission checks.
+func podSecurityViolations(t *testing.T, level psaapi.Level, meta metav1.ObjectMeta, spec corev1.PodSpec) []string {
+	t.Helper()
+	ev, err := psapolicy.NewEvaluator(psapolicy.DefaultChecks(), nil)
+	require.NoError(t, err)
+	var bad []string
+	for _, r := range ev.EvaluatePod(psaapi.LevelVersion{Level: level, Version: psaapi.LatestVersion()}, &meta, &spec) {
+		if !r.Allowed {
+			bad = append(bad, r.ForbiddenReason+": "+r.ForbiddenDetail)
+		}
+	}
+	return bad
+}
+
+// The Pod Security Standard each chart pod meets: the NFS server alone needs
+// privileged; the root-based server meets baseline; everything else,
+// including runtime project pods on claim storage, meets restricted.
+func TestPodSecurityStandards(t *testing.T) {
+	for _, c := range renderCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			t.Parallel()
+			m := renderObjects(t, c)
+			for _, p := range podSpecs(m) {
+				meta := metav1.ObjectMeta{Labels: p.labels}
+				switch p.component {
+				case "nfs":
+					assert.NotEmpty(t, podSecurityViolations(t, psaapi.LevelBaseline, meta, p.spec), "%s: expected to need privileged", p.name)
+				case "server":
+					assert.Empty(t, podSecurityViolations(t, psaapi.LevelBaseline, meta, p.spec), "%s must meet baseline", p.name)
+				default:
+					assert.Empty(t, podSecurityViolations(t, psaapi.LevelRestricted, meta, p.spec), "%s must meet restricted", p.name)
+				}
+			}
+
+			tpl := projectTemplate(t, m)
+			for _, outside := range []bool{false, true} {
+				pod := projectPod(t, tpl, "2e5ab7d0-0000-4000-8000-00000000000e", outside)
+				restricted := podSecurityViolations(t, psaapi.LevelRestricted, pod.ObjectMeta, pod.Spec)
+				if tpl.Storage.Mode == podtemplate.ModeNFS {
+					// Restricted allows no nfs volumes; nothing else may be wrong.
+					for _, v := range restricted {
+						assert.True(t, strings.HasPrefix(v, "restricted volume types"), "project pod: %s", v)
+					}
+					assert.Empty(t, podSecurityViolations(t, psaapi.LevelBaseline, pod.ObjectMeta, pod.Spec), "project pod must meet baseline")
+				} else {
+					assert.Empty(t, restricted, "project pod must meet restricted")
+				}
+			}
+		})
+	}
+}
+
+// A namespace the chart creates for projects enforces the strictest standard its project pods meet.
+func TestProjectsNamespaceEnforcesPodSecurity(t *testing.T) {
+	m := renderObjects(t, caseByName(t, "ci-separate-projects-namespace"))
+	ns := one[*corev1.Namespace](t, m, "cocalc-projects")
+	assert.Equal(t, "baseline", ns.Labels["pod-security.kubernetes.io/enforce"], "nfs volumes rule out restricted")
+	assert.Equal(t, "keep", ns.Annotations["helm.sh/resource-policy"])
+}
