@@ -65,6 +65,26 @@ test: deps tools build ## everything CI runs: vet, unit (-race), render, api-tie
 test-fast: tools ## unit and render suites only (no cluster)
 	$(GO) test -short -count=1 ./tools/... ./test/...
 
+# Benchmarks (issue 7): ours vs the original's kubectl method vs the
+# cluster's floor, on a fresh api-tier cluster; ≈ 10 min. The baseline's
+# kubectl is built from the pinned k8s.io/kubectl module, version-stamped
+# like upstream. BENCH_FLAGS=-quick is a one-minute smoke run (numbers not
+# meaningful); see `go run ./test/bench/cmd/cocalc-bench -h`.
+BENCH_KUBECTL := $(BIN)/kubectl-bench
+BENCH_FLAGS   ?=
+
+.PHONY: bench
+bench: build ## benchmarks vs the original's method (needs make kube-bin); table in test/bench/results/latest.md
+	@test -x $(BIN)/kube-cluster || { echo "bench: build the control plane first: make kube-bin" >&2; exit 1; }
+	cd test/bench/tools/kubectl && \
+	v=$$($(GO) list -m -f '{{.Version}}' k8s.io/kubectl | sed 's/^v0\./v1./') && \
+	m=$$(echo $$v | cut -d. -f2) && \
+	ld="-s -w" && for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do \
+	  ld="$$ld -X $$p.gitVersion=$$v -X $$p.gitMajor=1 -X $$p.gitMinor=$$m -X $$p.gitTreeState=clean"; done && \
+	$(TOOL_BUILD) -ldflags "$$ld" -o $(BENCH_KUBECTL) .
+	$(GO) build -o $(BIN)/cocalc-bench ./test/bench/cmd/cocalc-bench
+	$(BIN)/cocalc-bench -orchestrator $(BIN)/cocalc-k8s -kubectl $(BENCH_KUBECTL) -kube-bin $(BIN)/kube-cluster $(BENCH_FLAGS)
+
 .PHONY: lint
 lint: tools ## gofmt, go vet and helm lint --strict (helm 3 and 4)
 	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || { gofmt -l $$(git ls-files '*.go'); exit 1; }

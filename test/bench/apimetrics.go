@@ -1,0 +1,110 @@
+package bench
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"strconv"
+	"strings"
+
+	"k8s.io/client-go/kubernetes"
+)
+
+// RequestCounts is the API server's apiserver_request_total, summed per
+// "verb resource" key ("GET pods", "LIST pods", "POST pods", "GET " for
+// non-resource paths such as discovery).
+type RequestCounts map[string]float64
+
+// Total sums every counter.
+func (c RequestCounts) Total() float64 {
+	var t float64
+	for _, v := range c {
+		t += v
+	}
+	return t
+}
+
+// Sub returns c - before, key by key.
+func (c RequestCounts) Sub(before RequestCounts) RequestCounts {
+	out := RequestCounts{}
+	for k, v := range c {
+		if d := v - before[k]; d != 0 {
+			out[k] = d
+		}
+	}
+	return out
+}
+
+// Resource sums the counters of one resource (every verb).
+func (c RequestCounts) Resource(resource string) float64 {
+	var t float64
+	for k, v := range c {
+		if _, r, _ := strings.Cut(k, " "); r == resource {
+			t += v
+		}
+	}
+	return t
+}
+
+// ScrapeRequests reads /metrics from the API server (the caller's
+// credentials must allow it; the api tier's admin kubeconfig does).
+func ScrapeRequests(ctx context.Context, cs kubernetes.Interface) (RequestCounts, error) {
+	body, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("scrape API server /metrics: %w", err)
+	}
+	return ParseRequestCounts(bytes.NewReader(body))
+}
+
+// ParseRequestCounts extracts apiserver_request_total from Prometheus text
+// exposition.
+func ParseRequestCounts(r io.Reader) (RequestCounts, error) {
+	const name = "apiserver_request_total{"
+	out := RequestCounts{}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, name) {
+			continue
+		}
+		end := strings.LastIndex(line, "}")
+		if end < 0 {
+			return nil, fmt.Errorf("malformed metric line %q", line)
+		}
+		labels := parseLabels(line[len(name):end])
+		fields := strings.Fields(line[end+1:])
+		if len(fields) == 0 {
+			return nil, fmt.Errorf("metric line without value %q", line)
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return nil, fmt.Errorf("metric value in %q: %w", line, err)
+		}
+		resource := labels["resource"]
+		if sub := labels["subresource"]; sub != "" {
+			resource += "/" + sub
+		}
+		out[labels["verb"]+" "+resource] += v
+	}
+	if err := sc.Err(); err != nil {
+		return nil, fmt.Errorf("read metrics: %w", err)
+	}
+	return out, nil
+}
+
+// parseLabels splits `a="x",b="y"`; label values here never contain
+// quotes or commas, which keeps this simple.
+func parseLabels(s string) map[string]string {
+	out := map[string]string{}
+	for _, kv := range strings.Split(s, ",") {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			continue
+		}
+		out[k] = strings.Trim(v, `"`)
+	}
+	return out
+}

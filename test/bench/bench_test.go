@@ -1,0 +1,163 @@
+package bench
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"sigs.k8s.io/yaml"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
+)
+
+func TestSummarize(t *testing.T) {
+	ms := func(v ...int) []time.Duration {
+		out := make([]time.Duration, len(v))
+		for i, x := range v {
+			out[i] = time.Duration(x) * time.Millisecond
+		}
+		return out
+	}
+	hundred := make([]int, 100)
+	for i := range hundred {
+		hundred[i] = 100 - i // reversed: Summarize must sort
+	}
+	tests := []struct {
+		name               string
+		in                 []time.Duration
+		min, p50, p95, p99 time.Duration
+		max, mean          time.Duration
+	}{
+		{"empty", nil, 0, 0, 0, 0, 0, 0},
+		{"one", ms(7), 7 * time.Millisecond, 7 * time.Millisecond, 7 * time.Millisecond, 7 * time.Millisecond, 7 * time.Millisecond, 7 * time.Millisecond},
+		{"nearest rank of 100", ms(hundred...), time.Millisecond, 50 * time.Millisecond, 95 * time.Millisecond, 99 * time.Millisecond, 100 * time.Millisecond, 50500 * time.Microsecond},
+		{"four", ms(4, 1, 3, 2), time.Millisecond, 2 * time.Millisecond, 4 * time.Millisecond, 4 * time.Millisecond, 4 * time.Millisecond, 2500 * time.Microsecond},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Summarize(tt.in)
+			if got.N != len(tt.in) || got.Min != tt.min || got.P50 != tt.p50 || got.P95 != tt.p95 || got.P99 != tt.p99 || got.Max != tt.max || got.Mean != tt.mean {
+				t.Errorf("Summarize = %+v, want min %v p50 %v p95 %v p99 %v max %v mean %v", got, tt.min, tt.p50, tt.p95, tt.p99, tt.max, tt.mean)
+			}
+		})
+	}
+}
+
+func TestParseRequestCounts(t *testing.T) {
+	const text = `# HELP apiserver_request_total [STABLE] Counter of apiserver requests
+# TYPE apiserver_request_total counter
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="GET",version="v1"} 12
+apiserver_request_total{code="404",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="GET",version="v1"} 3
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="binding",verb="POST",version="v1"} 5
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="",scope="",subresource="/api",verb="GET",version=""} 2.5e+01
+apiserver_request_duration_seconds_bucket{verb="GET",le="0.1"} 99
+apiserver_request_total_other{verb="GET"} 1000
+`
+	got, err := ParseRequestCounts(strings.NewReader(text))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := RequestCounts{"GET pods": 15, "POST pods/binding": 5, "GET //api": 25}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%q = %v, want %v (all: %v)", k, got[k], v, got)
+		}
+	}
+	if got.Total() != 45 {
+		t.Errorf("Total = %v, want 45", got.Total())
+	}
+	if got.Resource("pods") != 15 {
+		t.Errorf(`Resource("pods") = %v, want 15 (subresources are separate)`, got.Resource("pods"))
+	}
+	d := got.Sub(RequestCounts{"GET pods": 10, "GET //api": 25})
+	if len(d) != 2 || d["GET pods"] != 5 || d["POST pods/binding"] != 5 {
+		t.Errorf("Sub = %v", d)
+	}
+	if _, err := ParseRequestCounts(strings.NewReader(`apiserver_request_total{verb="GET"} x`)); err == nil {
+		t.Error("a non-numeric value must be an error")
+	}
+}
+
+func TestParseStatCPU(t *testing.T) {
+	tests := []struct {
+		name, stat string
+		want       time.Duration
+		wantErr    bool
+	}{
+		{"plain", "381 (cocalc-k8s) S 1 381 1 0 -1 4194560 1234 0 0 0 150 25 0 0 20 0 9 0 100 0 0", 1750 * time.Millisecond, false},
+		{"spaces and parens in the name", "7 (a (b) c) R 1 7 1 0 -1 0 0 0 0 0 3 4 0 0", 70 * time.Millisecond, false},
+		{"truncated", "7 (x) R 1 2", 0, true},
+		{"no name", "garbage", 0, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := parseStatCPU(tt.stat)
+			if (err != nil) != tt.wantErr || got != tt.want {
+				t.Errorf("parseStatCPU = %v, %v; want %v, error %v", got, err, tt.want, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestOutputToState(t *testing.T) {
+	tests := []struct{ out, want string }{
+		{"project-x   1/1   Running   0   3s   10.0.0.5   node-1   <none>   <none>", "running"},
+		{"project-x   1/1   Terminating   0   3s   10.0.0.5   node-1   <none>   <none>", "stopping"},
+		{"project-x   0/1   Pending   0   0s   <none>   <none>   <none>   <none>", "Pending"},
+		{"project-x   0/1   ContainerCreating   0   1s   <none>   node-1   <none>   <none>", "starting"},
+		{`Error from server (NotFound): pods "project-x" not found`, "opened"},
+		{"", "starting"},
+	}
+	for _, tt := range tests {
+		if got := OutputToState(tt.out); got != tt.want {
+			t.Errorf("OutputToState(%q) = %q, want %q", tt.out, got, tt.want)
+		}
+	}
+}
+
+func TestOriginalPodYAML(t *testing.T) {
+	id := project.MustParse("3f2a4c1e-9b7d-4e2a-8c55-0123456789ab")
+	for _, delay := range []time.Duration{0, 1500 * time.Millisecond} {
+		var pod corev1.Pod
+		if err := yaml.UnmarshalStrict([]byte(OriginalPodYAML(id, "10.96.0.10", delay)), &pod); err != nil {
+			t.Fatalf("delay %v: the original's pod YAML does not decode strictly: %v", delay, err)
+		}
+		if pod.Name != id.PodName() || pod.Labels["project_id"] != id.String() || pod.Spec.Volumes[0].NFS.Server != "10.96.0.10" ||
+			pod.Spec.Volumes[0].NFS.Path != "/"+id.String() || pod.Spec.Containers[0].Resources.Requests.Memory().String() != "500Mi" {
+			t.Errorf("delay %v: unexpected pod %+v", delay, pod)
+		}
+		if got := pod.Annotations[ReadyDelayAnnotation]; (delay > 0) != (got != "") || (delay > 0 && got != delay.String()) {
+			t.Errorf("delay %v: annotation %q", delay, got)
+		}
+		if pod.Namespace != "" {
+			t.Error("the original names no namespace (kubectl's context decides)")
+		}
+	}
+}
+
+func TestTemplateValid(t *testing.T) {
+	for _, delay := range []time.Duration{0, time.Second} {
+		tpl, err := Template("cocalc", t.TempDir(), delay)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := tpl.Annotations[ReadyDelayAnnotation]; (delay > 0) != (got != "") {
+			t.Errorf("delay %v: annotation %q", delay, got)
+		}
+	}
+}
+
+func TestNewID(t *testing.T) {
+	seen := map[project.ID]bool{}
+	for i := 0; i < 1000; i++ {
+		id := NewID()
+		if _, err := project.Parse(id.String()); err != nil || seen[id] {
+			t.Fatalf("NewID() = %q: %v (duplicate %v)", id, err, seen[id])
+		}
+		seen[id] = true
+	}
+}

@@ -1,0 +1,92 @@
+package bench
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// clockTicks is USER_HZ, the unit of utime/stime in /proc/<pid>/stat; it
+// is 100 on every Linux architecture Go supports.
+const clockTicks = 100
+
+// ProcSample is a process's resident memory and cumulative CPU time.
+type ProcSample struct {
+	RSSBytes int64
+	CPU      time.Duration
+}
+
+// ReadProc samples /proc/<pid>/status (VmRSS) and /proc/<pid>/stat
+// (utime+stime).
+func ReadProc(pid int) (ProcSample, error) {
+	status, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return ProcSample{}, fmt.Errorf("read process status: %w", err)
+	}
+	var s ProcSample
+	for _, line := range strings.Split(string(status), "\n") {
+		if rest, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			f := strings.Fields(rest)
+			kb, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil {
+				return ProcSample{}, fmt.Errorf("parse VmRSS %q: %w", line, err)
+			}
+			s.RSSBytes = kb * 1024
+		}
+	}
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ProcSample{}, fmt.Errorf("read process stat: %w", err)
+	}
+	cpu, err := parseStatCPU(string(stat))
+	if err != nil {
+		return ProcSample{}, err
+	}
+	s.CPU = cpu
+	return s, nil
+}
+
+// parseStatCPU returns utime+stime from a /proc/<pid>/stat line. The
+// command name (field 2) may contain spaces, so fields are counted after
+// its closing parenthesis.
+func parseStatCPU(stat string) (time.Duration, error) {
+	i := strings.LastIndexByte(stat, ')')
+	if i < 0 {
+		return 0, fmt.Errorf("malformed /proc stat %q", stat)
+	}
+	f := strings.Fields(stat[i+1:])
+	// After ")" come state (field 3) ... utime is field 14, stime 15.
+	if len(f) < 13 {
+		return 0, fmt.Errorf("short /proc stat %q", stat)
+	}
+	var ticks int64
+	for _, s := range f[11:13] {
+		v, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("parse /proc stat %q: %w", stat, err)
+		}
+		ticks += v
+	}
+	return time.Duration(ticks) * time.Second / clockTicks, nil
+}
+
+// SelfCPU is this process's user+system CPU time so far.
+func SelfCPU() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// ChildCPU is the CPU time of a finished child process (rusage of the
+// child, so a kubectl run is charged exactly).
+func ChildCPU(ps *os.ProcessState) time.Duration {
+	if ps == nil {
+		return 0
+	}
+	return ps.UserTime() + ps.SystemTime()
+}

@@ -1,0 +1,195 @@
+package bench
+
+import (
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// Targets from issue 7 (benchmarks: reported, never asserted).
+const (
+	TargetP50OverFloor  = 15 * time.Millisecond
+	TargetP99OverFloor  = 50 * time.Millisecond
+	TargetSpeedup       = 8.0
+	TargetBurst         = 30 * time.Second
+	TargetRSSBytes      = 150 << 20
+	TargetStatusAPICall = 0.0
+)
+
+// WriteMarkdown renders r as the results file (and stdout) table.
+func WriteMarkdown(w io.Writer, r *Results) {
+	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
+	c := r.Config
+	p("# cocalc-kubernetes benchmark: project start/stop, ours vs the original's method\n\n")
+	p("Run %s, took %s. Machine: %s.\n\n", r.Began.Format(time.RFC3339), r.Took.Round(time.Second), r.Machine)
+	p("Cluster: api tier (real kube-apiserver, controller-manager, scheduler, etcd from `bin/kube-cluster`; %d kwok nodes; kwok stage delays 0 ms (test/cluster/stages.yaml), every pod held %s before Ready (annotation %s); API server and scheduler at their default flow-control and client QPS). ", c.Nodes, c.ReadyDelay, ReadyDelayAnnotation)
+	p("Orchestrator client-go QPS %.0f, burst %d. Baseline kubectl: %s (built from k8s.io/kubectl, test/bench/tools/kubectl). API server background rate: %.1f requests/s.\n\n", c.QPS, c.QPSBurst, orDash(r.Kubectl), r.IdleRate)
+
+	var floor, orig *Latency
+	for i := range r.Latencies {
+		switch {
+		case strings.HasPrefix(r.Latencies[i].Method, "floor"):
+			floor = &r.Latencies[i]
+		case strings.HasPrefix(r.Latencies[i].Method, "original"):
+			orig = &r.Latencies[i]
+		}
+	}
+	p("## Start latency (request → reported running), ms\n\n")
+	p("Detection = reported running − the moment an independent watch saw the pod Ready.\n\n")
+	p("| method | cycles | lanes | p50 | p95 | p99 | max | detection p50 | detection p99 | p50 − floor | p99 − floor | original p50 ÷ this p50 |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, l := range r.Latencies {
+		p("| %s | %d%s | %d | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", l.Method, l.Cycles, errNote(l.Errors), l.Lanes,
+			Ms(l.Start.P50), Ms(l.Start.P95), Ms(l.Start.P99), Ms(l.Start.Max), Ms(l.StartDetect.P50), Ms(l.StartDetect.P99),
+			diff(l.Start.P50, floor, func(x *Latency) time.Duration { return x.Start.P50 }),
+			diff(l.Start.P99, floor, func(x *Latency) time.Duration { return x.Start.P99 }),
+			ratioOf(orig, func(x *Latency) time.Duration { return x.Start.P50 }, l.Start.P50))
+	}
+	p("\n## Stop latency (request → reported stopped), ms\n\n")
+	p("| method | p50 | p95 | p99 | max | detection p50 | detection p99 | original p50 ÷ this p50 |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, l := range r.Latencies {
+		p("| %s | %s | %s | %s | %s | %s | %s | %s |\n", l.Method, Ms(l.Stop.P50), Ms(l.Stop.P95), Ms(l.Stop.P99), Ms(l.Stop.Max),
+			Ms(l.StopDetect.P50), Ms(l.StopDetect.P99), ratioOf(orig, func(x *Latency) time.Duration { return x.Stop.P50 }, l.Stop.P50))
+	}
+	p("\n## Cost per start+stop cycle\n\n")
+	p("API requests are the API server's own `apiserver_request_total`, cluster-wide (so they include the scheduler's, kwok's and controllers' work for the pod: the floor's row is what the cluster itself needs). CPU is the method's own process: the orchestrator process for the HTTP row, the kubectl and shell child processes (their rusage) for the baseline, this harness's process for the floor and in-process rows.\n\n")
+	p("| method | API requests | on pods | CPU ms | processes spawned | wall for all cycles |\n")
+	p("|---|---:|---:|---:|---:|---:|\n")
+	for _, l := range r.Latencies {
+		p("| %s | %.1f | %.1f | %s | %.1f | %s |\n", l.Method, l.RequestsPerCycle, l.PodReqPerCycle, Ms(l.CPUPerCycle), l.ProcsPerCycle, l.Wall.Round(time.Millisecond))
+	}
+	p("\n## Status query (project running)\n\n")
+	p("| method | n | p50 ms | p99 ms | API requests on pods / status | all API requests / status (idle-corrected) | CPU ms / status | processes / status |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	for _, s := range r.Statuses {
+		p("| %s | %d%s | %s | %s | %.2f | %.2f | %s | %.1f |\n", s.Method, s.Latency.N, errNote(s.Errors), Ms(s.Latency.P50), Ms(s.Latency.P99),
+			s.PodRequests, s.AllRequests, fmt.Sprintf("%.3f", float64(s.CPUPerStatus)/float64(time.Millisecond)), s.ProcsPerStatus)
+	}
+	p("\n## Throughput: concurrent starts over the HTTP API\n\n")
+	p("| starts issued at once | pods already running | all reported running | all pods Ready (watch) | starts/s | start p50 ms | start p99 ms | orchestrator CPU s | errors |\n")
+	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	running := 0
+	for _, b := range r.Bursts {
+		p("| %d | %d | %s | %s | %.0f | %s | %s | %.2f | %d |\n", b.Projects, running, b.AllRunning.Round(time.Millisecond), b.AllReady.Round(time.Millisecond),
+			float64(b.Projects)/b.AllRunning.Seconds(), Ms(b.Latency.P50), Ms(b.Latency.P99), b.CPU.Seconds(), b.Errors)
+		running += b.Projects
+	}
+	for _, b := range r.Bursts {
+		if b.FirstError != "" {
+			p("\nFirst burst error: `%s`\n", b.FirstError)
+			break
+		}
+	}
+	p("\n## Orchestrator process footprint (cocalc-k8s serve), %s windows\n\n", c.Window)
+	p("| project pods | load | RSS MiB (end) | peak RSS MiB | CPU (cores) | churn ops/s | errors |\n")
+	p("|---:|---|---:|---:|---:|---:|---:|\n")
+	for _, f := range r.Footprint {
+		load := "idle"
+		if f.Churn {
+			load = fmt.Sprintf("churn (%d stop+start loops)", c.ChurnWorkers)
+		}
+		p("| %d | %s | %.1f | %.1f | %.3f | %.1f | %d |\n", f.Pods, load, mib(f.RSSBytes), mib(f.PeakRSS), f.CPUCores, f.OpsPerSec, f.Errors)
+	}
+	for _, f := range r.Footprint {
+		if f.FirstError != "" {
+			p("\nFirst churn error at %d pods: `%s`\n", f.Pods, f.FirstError)
+			break
+		}
+	}
+	p("\n## Targets (issue 7)\n\n")
+	for _, t := range targets(r, floor, orig) {
+		p("- %s\n", t)
+	}
+	for _, n := range r.Notes {
+		p("\n%s\n", n)
+	}
+	for _, l := range r.Latencies {
+		if l.FirstError != "" {
+			p("\nFirst error of %s: `%s`\n", l.Method, l.FirstError)
+		}
+	}
+}
+
+func targets(r *Results, floor, orig *Latency) []string {
+	var out []string
+	mark := func(ok bool) string {
+		if ok {
+			return "met"
+		}
+		return "MISSED"
+	}
+	for _, l := range r.Latencies {
+		if !strings.HasPrefix(l.Method, "ours") || floor == nil {
+			continue
+		}
+		d50, d99 := l.Start.P50-floor.Start.P50, l.Start.P99-floor.Start.P99
+		out = append(out, fmt.Sprintf("%s: start p50 within 15 ms of the floor: %s (%+.1f ms); p99 within 50 ms: %s (%+.1f ms)",
+			l.Method, mark(d50 <= TargetP50OverFloor), ms(d50), mark(d99 <= TargetP99OverFloor), ms(d99)))
+		if orig != nil && l.Start.P50 > 0 {
+			x := float64(orig.Start.P50) / float64(l.Start.P50)
+			out = append(out, fmt.Sprintf("%s: ≥ 8× faster than the original at p50: %s (%.1f×)", l.Method, mark(x >= TargetSpeedup), x))
+		}
+	}
+	for _, s := range r.Statuses {
+		if strings.HasPrefix(s.Method, "ours") {
+			out = append(out, fmt.Sprintf("%s: status with 0 API requests: %s (%.2f on pods, %.2f in all per status)", s.Method, mark(s.PodRequests == 0 && s.AllRequests < 0.05), s.PodRequests, s.AllRequests))
+		}
+	}
+	for _, b := range r.Bursts {
+		if b.Projects >= 1000 {
+			out = append(out, fmt.Sprintf("1,000 concurrent starts all running in ≤ 30 s: %s (%s, %d errors)", mark(b.AllRunning <= TargetBurst && b.Errors == 0), b.AllRunning.Round(time.Millisecond), b.Errors))
+			break
+		}
+	}
+	var peak int64
+	var at int
+	for _, f := range r.Footprint {
+		if f.Pods >= at {
+			if f.Pods > at {
+				peak = 0
+			}
+			at = f.Pods
+			peak = max(peak, f.PeakRSS)
+		}
+	}
+	switch {
+	case at >= 5000:
+		out = append(out, fmt.Sprintf("≤ 150 MB RSS at 5,000 pods: %s (peak %.1f MiB at %d pods)", mark(peak <= TargetRSSBytes), mib(peak), at))
+	case at > 0:
+		out = append(out, fmt.Sprintf("≤ 150 MB RSS at 5,000 pods: not measured (largest run %d pods, peak %.1f MiB)", at, mib(peak)))
+	}
+	return out
+}
+
+func ms(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }
+func mib(b int64) float64        { return float64(b) / (1 << 20) }
+
+func diff(v time.Duration, floor *Latency, get func(*Latency) time.Duration) string {
+	if floor == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%+.1f", ms(v-get(floor)))
+}
+
+func ratioOf(orig *Latency, get func(*Latency) time.Duration, v time.Duration) string {
+	if orig == nil {
+		return "–"
+	}
+	return Ratio(float64(get(orig)), float64(v))
+}
+
+func errNote(n int) string {
+	if n == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (%d errors)", n)
+}
+
+func orDash(s string) string {
+	if s == "" {
+		return "–"
+	}
+	return s
+}

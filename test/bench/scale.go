@@ -1,0 +1,158 @@
+package bench
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
+)
+
+// Burst is the result of starting many projects at once.
+type Burst struct {
+	Projects int
+	// AllRunning is the time from issuing every start until the last one
+	// returned running; AllReady until the independent watch saw the last
+	// pod Ready.
+	AllRunning time.Duration
+	AllReady   time.Duration
+	Latency    Durations
+	Errors     int
+	FirstError string
+	CPU        time.Duration // orchestrator process CPU during the burst
+}
+
+// StartBurst issues len(ids) starts concurrently.
+func StartBurst(ctx context.Context, env Env, m Method, ids []project.ID) Burst {
+	res := Burst{Projects: len(ids)}
+	cpu0 := m.CPU()
+	var (
+		mu  sync.Mutex
+		lat []time.Duration
+		wg  sync.WaitGroup
+	)
+	began := time.Now()
+	for _, id := range ids {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			t0 := time.Now()
+			err := m.Start(ctx, id)
+			took := time.Since(t0)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				res.Errors++
+				if res.FirstError == "" {
+					res.FirstError = err.Error()
+				}
+				return
+			}
+			lat = append(lat, took)
+		}()
+	}
+	wg.Wait()
+	res.AllRunning = time.Since(began)
+	res.Latency = Summarize(lat)
+	var last time.Time
+	for _, id := range ids {
+		if t, ok := env.Clock.Ready(ctx, m.Namespace(), id.PodName()); ok && t.After(last) {
+			last = t
+		}
+	}
+	if !last.IsZero() {
+		res.AllReady = last.Sub(began)
+	}
+	res.CPU = m.CPU() - cpu0
+	return res
+}
+
+// Footprint is the orchestrator process's memory and CPU over a window.
+type Footprint struct {
+	Pods     int
+	Churn    bool
+	RSSBytes int64   // at the end of the window
+	PeakRSS  int64   // highest sample in the window
+	CPUCores float64 // CPU seconds per second over the window
+	// Ops is start+stop operations completed per second (churn only).
+	OpsPerSec  float64
+	Errors     int
+	FirstError string
+}
+
+// MeasureFootprint samples pid's RSS every 250 ms for window. With churn,
+// workers repeatedly stop and restart random projects of ids meanwhile.
+func MeasureFootprint(ctx context.Context, m Method, pid int, ids []project.ID, window time.Duration, churnWorkers int) (Footprint, error) {
+	res := Footprint{Pods: len(ids), Churn: churnWorkers > 0}
+	first, err := ReadProc(pid)
+	if err != nil {
+		return res, err
+	}
+	wctx, cancel := context.WithTimeout(ctx, window)
+	defer cancel()
+	var ops, errs atomic.Int64
+	var firstErr atomic.Value
+	fail := func(err error) {
+		errs.Add(1)
+		firstErr.CompareAndSwap(nil, err.Error())
+	}
+	var wg sync.WaitGroup
+	// Each worker owns a disjoint slice of projects, so no two workers
+	// start and stop the same project at once.
+	for w := 0; w < churnWorkers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for wctx.Err() == nil {
+				id := ids[w+churnWorkers*rand.IntN(max(1, len(ids)/churnWorkers))]
+				if err := m.Stop(wctx, id); err != nil {
+					if wctx.Err() == nil {
+						fail(err)
+					}
+					continue
+				}
+				// Restart even after the window closed: the pod count must
+				// stay what it was.
+				if err := m.Start(context.WithoutCancel(ctx), id); err != nil {
+					fail(err)
+					continue
+				}
+				ops.Add(2)
+			}
+		}()
+	}
+	t0 := time.Now()
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	last := first
+sample:
+	for {
+		select {
+		case <-wctx.Done():
+			break sample
+		case <-tick.C:
+			s, err := ReadProc(pid)
+			if err != nil {
+				return res, err
+			}
+			last = s
+			res.PeakRSS = max(res.PeakRSS, s.RSSBytes)
+		}
+	}
+	elapsed := time.Since(t0)
+	wg.Wait()
+	res.RSSBytes = last.RSSBytes
+	res.CPUCores = (last.CPU - first.CPU).Seconds() / elapsed.Seconds()
+	res.OpsPerSec = float64(ops.Load()) / elapsed.Seconds()
+	res.Errors = int(errs.Load())
+	if s, ok := firstErr.Load().(string); ok {
+		res.FirstError = s
+	}
+	if ctx.Err() != nil {
+		return res, fmt.Errorf("footprint: %w", ctx.Err())
+	}
+	return res, nil
+}
