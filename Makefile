@@ -55,8 +55,11 @@ build: ## build the orchestrator (static) into bin/
 
 ##@ Tests
 
+# Test clusters: kube-bin, cluster-api, cluster-kind, up, down, test-kind.
+include ci/cluster.mk
+
 .PHONY: test
-test: deps tools build ## everything CI runs: vet, unit (-race), render, api-tier suites
+test: deps tools build kube-bin ## everything CI runs: vet, unit (-race), render, api-tier suites
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./tools/...
 	$(GO) test -count=1 -timeout 60m ./test/...

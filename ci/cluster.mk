@@ -1,0 +1,45 @@
+# Test clusters (issue 4), included by the Makefile.
+#
+#   make kube-bin       control plane for the api tier (bin/kube-cluster)
+#   make cluster-api    start the api tier in the background, print KUBECONFIG
+#   make cluster-kind   build the offline kind node image (cached) and create the kind cluster
+#   make up             cluster-$(TIER) + helm install of the chart into it
+#   make down           stop whatever `make cluster-*` started
+#   make test-kind      the test suites against the kind cluster
+
+KUBE_BIN     := $(BIN)/kube-cluster
+TEST_CLUSTER := $(BIN)/test-cluster
+TIER         ?= api
+
+.PHONY: kube-bin
+kube-bin: ## build the api tier's control plane into bin/kube-cluster (≈13 min cold, seconds warm)
+	ci/tools/kube/build.sh $(KUBE_BIN) .
+	@v=$$(cd ci/tools/kube && $(GO) list -m -f '{{.Version}}' k8s.io/kubernetes); \
+	test "$$($(KUBE_BIN) version)" = "$$v" || { echo "kube-bin: $(KUBE_BIN) does not report $$v" >&2; exit 1; }
+
+.PHONY: test-cluster
+test-cluster:
+	$(TOOL_BUILD) -o $(TEST_CLUSTER) ./test/cluster/cmd/test-cluster
+
+.PHONY: cluster-api
+cluster-api: kube-bin test-cluster ## start the api tier (real control plane, kwok nodes) in the background
+	$(TEST_CLUSTER) up -tier=api
+
+.PHONY: cluster-kind
+cluster-kind: ## build the offline kind node image (cached) and create the kind cluster
+	ci/kind/cluster-up.sh
+
+.PHONY: up
+up: cluster-$(TIER) tools test-cluster ## start the local cluster (TIER=api|kind) and install the chart into it
+	export KUBECONFIG=$$($(TEST_CLUSTER) env -tier=$(TIER) | sed 's/^export KUBECONFIG=//') && \
+	$(HELM) upgrade --install cocalc $(CHART) --namespace cocalc --create-namespace --wait --timeout 5m $(if $(filter kind,$(TIER)),-f ci/kind/values.yaml,) && \
+	echo "export KUBECONFIG=$$KUBECONFIG"
+
+.PHONY: down
+down: test-cluster ## stop the clusters `make cluster-*` started
+	$(TEST_CLUSTER) down -tier=api
+	@if [ -x ci/kind/cluster-down.sh ]; then ci/kind/cluster-down.sh; fi
+
+.PHONY: test-kind
+test-kind: tools ## the test suites against the kind cluster (make cluster-kind first)
+	COCALC_TEST_TIER=kind $(GO) test -count=1 -timeout 60m ./test/...

@@ -1,0 +1,213 @@
+// Command test-cluster runs the test clusters for developers and CI:
+//
+//	test-cluster up   [-tier api] [-foreground]  start one, record it under .cache/cluster/<tier>
+//	test-cluster down [-tier api]                stop it
+//	test-cluster env  [-tier api]                print `export KUBECONFIG=...`
+//
+// `up` for the api tier starts a supervisor in the background (the control
+// plane's processes are its children, it runs the api tier's volume
+// provisioner) and returns once the cluster is ready; tests then attach
+// with COCALC_TEST_REUSE=1. -foreground keeps the supervisor in the
+// terminal until Ctrl-C.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
+)
+
+func main() {
+	if len(os.Args) < 2 {
+		usage()
+	}
+	fs := flag.NewFlagSet(os.Args[1], flag.ExitOnError)
+	tier := fs.String("tier", string(cluster.TierAPI), "cluster tier: api or kind")
+	foreground := fs.Bool("foreground", false, "up: keep running in this terminal until interrupted")
+	nodes := fs.Int("nodes", 3, "up: simulated nodes (api tier)")
+	timeout := fs.Duration("timeout", 3*time.Minute, "up: how long to wait for the cluster")
+	_ = fs.Parse(os.Args[2:])
+
+	var err error
+	switch os.Args[1] {
+	case "up":
+		if cluster.Tier(*tier) != cluster.TierAPI {
+			err = fmt.Errorf("up -tier=%s: only the api tier is started by this command (the kind tier: make cluster-kind)", *tier)
+			break
+		}
+		if *foreground {
+			err = supervise(*nodes, *timeout)
+		} else {
+			err = upDetached(*nodes, *timeout)
+		}
+	case "down":
+		err = down(cluster.Tier(*tier))
+	case "env":
+		err = printEnv(cluster.Tier(*tier))
+	default:
+		usage()
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "test-cluster:", err)
+		os.Exit(1)
+	}
+}
+
+func usage() {
+	fmt.Fprintln(os.Stderr, "usage: test-cluster up|down|env [-tier api|kind] [-foreground] [-nodes N]")
+	os.Exit(2)
+}
+
+// supervise starts the api tier, records it, and keeps it running until
+// SIGINT/SIGTERM, then stops it and forgets it.
+func supervise(nodes int, timeout time.Duration) error {
+	dir, err := cluster.SharedStateDir(cluster.TierAPI)
+	if err != nil {
+		return err
+	}
+	if err := refuseIfRunning(cluster.TierAPI, dir); err != nil {
+		return err
+	}
+	ctx, stopSignals := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stopSignals()
+	startCtx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	logf := func(format string, args ...any) { slog.Info(fmt.Sprintf(format, args...)) }
+	c, err := cluster.Start(startCtx, cluster.Options{Tier: cluster.TierAPI, Nodes: nodes, StateDir: filepath.Join(dir, "run"), Logf: logf})
+	if err != nil {
+		return err
+	}
+	st := cluster.State{
+		Tier: cluster.TierAPI, Name: dir, Kubeconfig: c.KubeconfigPath, Pid: os.Getpid(),
+		Capabilities: c.Capabilities(), StartedAt: time.Now().UTC(),
+	}
+	if err := cluster.WriteState(dir, st); err != nil {
+		_ = c.Stop(context.Background())
+		return err
+	}
+	fmt.Printf("export KUBECONFIG=%s\n", c.KubeconfigPath)
+	<-ctx.Done()
+	slog.Info("stopping api tier")
+	_ = cluster.RemoveState(dir)
+	stopCtx, cancelStop := context.WithTimeout(context.Background(), time.Minute)
+	defer cancelStop()
+	return c.Stop(stopCtx)
+}
+
+func refuseIfRunning(tier cluster.Tier, dir string) error {
+	st, err := cluster.ReadState(dir)
+	if err != nil {
+		return nil
+	}
+	if st.Pid > 0 && syscall.Kill(st.Pid, 0) == nil {
+		return fmt.Errorf("an %s cluster is already running (pid %d); `make down` first, or use it: export KUBECONFIG=%s", tier, st.Pid, st.Kubeconfig)
+	}
+	return nil
+}
+
+// upDetached re-runs this binary with -foreground in a new session, its
+// output in the state dir's log, and waits for it to record the cluster.
+func upDetached(nodes int, timeout time.Duration) error {
+	dir, err := cluster.SharedStateDir(cluster.TierAPI)
+	if err != nil {
+		return err
+	}
+	if err := refuseIfRunning(cluster.TierAPI, dir); err != nil {
+		return err
+	}
+	_ = cluster.RemoveState(dir)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	logPath := filepath.Join(dir, "supervisor.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	cmd := exec.Command(self, "up", "-foreground", fmt.Sprintf("-nodes=%d", nodes), "-timeout="+timeout.String())
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start supervisor: %w", err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	deadline := time.After(timeout + 10*time.Second)
+	for {
+		if st, err := cluster.ReadState(dir); err == nil && st.Pid == cmd.Process.Pid {
+			fmt.Printf("api tier running (supervisor pid %d, log %s); stop it with `make down`\n", st.Pid, logPath)
+			fmt.Printf("export KUBECONFIG=%s\n", st.Kubeconfig)
+			return nil
+		}
+		select {
+		case err := <-exited:
+			out, _ := os.ReadFile(logPath)
+			return fmt.Errorf("supervisor exited (%v):\n%s", err, out)
+		case <-deadline:
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			return fmt.Errorf("api tier not ready after %s; see %s", timeout, logPath)
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// down stops the recorded cluster's supervisor and waits for it to exit.
+func down(tier cluster.Tier) error {
+	dir, err := cluster.SharedStateDir(tier)
+	if err != nil {
+		return err
+	}
+	st, err := cluster.ReadState(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		fmt.Printf("no %s cluster running\n", tier)
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if st.Pid <= 0 {
+		return fmt.Errorf("the %s cluster has no supervisor process; stop it with its own tooling (make down)", tier)
+	}
+	if err := syscall.Kill(st.Pid, syscall.SIGTERM); err != nil {
+		if errors.Is(err, syscall.ESRCH) {
+			fmt.Printf("%s cluster supervisor (pid %d) was already gone\n", tier, st.Pid)
+			return cluster.RemoveState(dir)
+		}
+		return fmt.Errorf("signal supervisor %d: %w", st.Pid, err)
+	}
+	for deadline := time.Now().Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		if syscall.Kill(st.Pid, 0) != nil {
+			fmt.Printf("%s cluster stopped\n", tier)
+			return cluster.RemoveState(dir)
+		}
+	}
+	return fmt.Errorf("supervisor %d still running after 90s", st.Pid)
+}
+
+func printEnv(tier cluster.Tier) error {
+	dir, err := cluster.SharedStateDir(tier)
+	if err != nil {
+		return err
+	}
+	st, err := cluster.ReadState(dir)
+	if err != nil {
+		return fmt.Errorf("no %s cluster recorded in %s: %w", tier, dir, err)
+	}
+	fmt.Printf("export KUBECONFIG=%s\n", st.Kubeconfig)
+	return nil
+}
