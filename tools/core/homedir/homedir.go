@@ -22,9 +22,10 @@ import (
 )
 
 // DefaultMode is private to the project user: projects never see each
-// other's homes (each pod mounts only its own directory), and inside the
-// server pod only the owner (and root with DAC_OVERRIDE, as the hub reads
-// .smc/secret_token) needs access.
+// other's homes (each pod mounts only its own directory), and in the server
+// pod the orchestrator and hub run as that same uid (the image's USER
+// 2001:2001), so they can still read .smc/secret_token. Running as the
+// project uid also means a new home is owned correctly without CAP_CHOWN.
 const DefaultMode fs.FileMode = 0o700
 
 // ErrUnsafeHome is wrapped when a home exists but is not a plain directory.
