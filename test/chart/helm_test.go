@@ -38,6 +38,13 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
+	// The suite mostly waits on helm subprocesses: run more of them at once than
+	// GOMAXPROCS (the default) unless -parallel was given.
+	explicit := false
+	flag.Visit(func(f *flag.Flag) { explicit = explicit || f.Name == "test.parallel" })
+	if !explicit {
+		_ = flag.Set("test.parallel", "8")
+	}
 	root, err := findRepoRoot()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -164,6 +171,20 @@ func renderCase(t *testing.T, c valuesCase) string {
 		t.Fatalf("render %s: %v", c.name, co.err)
 	}
 	return co.out
+}
+
+// platformCases are the defaults and values/*.yaml: what admins install. The
+// costlier whole-chart checks (lint, install dry-run, goldens) run on these;
+// the ci/ files get the render, decode, security and policy checks.
+func platformCases(t *testing.T) []valuesCase {
+	t.Helper()
+	var res []valuesCase
+	for _, c := range renderCases(t) {
+		if !strings.HasPrefix(c.name, "ci-") {
+			res = append(res, c)
+		}
+	}
+	return res
 }
 
 func caseByName(t *testing.T, name string) valuesCase {

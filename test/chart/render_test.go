@@ -167,10 +167,7 @@ func TestDataClaimsAreKept(t *testing.T) {
 // Golden files: the exact render of the defaults and of each values/ file.
 // `make golden` (go test ./test/chart/... -run Golden -update) rewrites them.
 func TestGolden(t *testing.T) {
-	for _, c := range renderCases(t) {
-		if strings.HasPrefix(c.name, "ci-") {
-			continue
-		}
+	for _, c := range platformCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			got := renderCase(t, c) + "\n"
@@ -192,11 +189,11 @@ func TestGolden(t *testing.T) {
 	}
 }
 
-// `helm lint --strict` with Helm 3 and Helm 4, on the defaults and every values file.
+// `helm lint --strict` with Helm 3 and Helm 4, on the defaults and every values/ file.
 func TestHelmLintStrict(t *testing.T) {
 	requireTools(t)
 	for _, bin := range []string{helm3Path, helm4Path} {
-		for _, c := range renderCases(t) {
+		for _, c := range platformCases(t) {
 			t.Run(filepath.Base(bin)+"/"+c.name, func(t *testing.T) {
 				t.Parallel()
 				args := []string{"lint", "--strict", chartDir, "--namespace", releaseNamespace}
@@ -227,7 +224,7 @@ func withoutBlankLines(s string) string {
 func TestInstallDryRun(t *testing.T) {
 	requireTools(t)
 	noCluster := filepath.Join(t.TempDir(), "no-kubeconfig")
-	for _, c := range renderCases(t) {
+	for _, c := range platformCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			args := []string{"install", releaseName, chartDir, "--dry-run=client", "--namespace", releaseNamespace, "--kubeconfig", noCluster}
