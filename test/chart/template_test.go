@@ -2,6 +2,7 @@ package chart
 
 import (
 	"path"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -121,4 +122,23 @@ func TestProjectTemplateCarriesValues(t *testing.T) {
 
 	sep := projectTemplate(t, renderObjects(t, caseByName(t, "ci-separate-projects-namespace")))
 	assert.Equal(t, "cocalc-projects", sep.Namespace)
+}
+
+// The kind tier is offline: every image of values/kind.yaml must be one the tier
+// builds and loads itself, never pulled, and nothing may need a cloud LoadBalancer.
+func TestKindValuesNeedNoRegistry(t *testing.T) {
+	m := renderObjects(t, caseByName(t, "kind"))
+	for _, p := range podSpecs(m) {
+		for _, c := range append(append([]corev1.Container{}, p.spec.InitContainers...), p.spec.Containers...) {
+			assert.True(t, strings.HasPrefix(c.Image, "cocalc-kubernetes/"), "%s/%s: %s is not a locally built image", p.name, c.Name, c.Image)
+			assert.Equal(t, corev1.PullNever, c.ImagePullPolicy, "%s/%s", p.name, c.Name)
+		}
+	}
+	tpl := projectTemplate(t, m)
+	assert.True(t, strings.HasPrefix(tpl.Image.Repository, "cocalc-kubernetes/"))
+	assert.Equal(t, corev1.PullNever, tpl.Image.PullPolicy)
+	assert.Equal(t, podtemplate.ModePVC, tpl.Storage.Mode, "kind has no NFS")
+	for _, svc := range all[*corev1.Service](m) {
+		assert.Equal(t, corev1.ServiceTypeClusterIP, svc.Spec.Type, "service %s", svc.Name)
+	}
 }
