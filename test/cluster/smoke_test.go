@@ -257,6 +257,9 @@ func waitPhase(t *testing.T, client kubernetes.Interface, ns, name string, want 
 			return false, err
 		}
 		last = p.Status.Phase
+		if last != want && (last == corev1.PodSucceeded || last == corev1.PodFailed) {
+			return false, fmt.Errorf("pod ended in phase %s", last)
+		}
 		return last == want, nil
 	})
 	require.NoError(t, err, fmt.Sprintf("pod %s/%s: want phase %s, last %s", ns, name, want, last))
