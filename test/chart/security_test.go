@@ -253,3 +253,56 @@ func isSubset(sub, super map[string]string) bool {
 	}
 	return true
 }
+
+// PostgreSQL: embedded needs nothing; external takes the password from a
+// Secret, the chart's own only when a password is in values (never generated).
+func TestPostgreSQLModes(t *testing.T) {
+	env := func(c corev1.Container) map[string]corev1.EnvVar {
+		res := map[string]corev1.EnvVar{}
+		for _, e := range c.Env {
+			res[e.Name] = e
+		}
+		return res
+	}
+	cases := []struct {
+		name, secret, key, host string
+		chartSecret             bool
+	}{
+		{name: "default"},
+		{name: "ci-external-pg", secret: releaseName + "-postgresql", key: "password", host: "10.20.0.5", chartSecret: true},
+		{name: "ci-nfs-external", secret: "pg-credentials", key: "pw", host: "pg.example.org"},
+		{name: "onprem", secret: "cocalc-postgresql", key: "password", host: "postgres.db.example.org"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			m := renderObjects(t, caseByName(t, tc.name))
+			d := serverDeployment(t, m)
+			e := env(container(t, d.Spec.Template.Spec, "hub"))
+			secrets := all[*corev1.Secret](m)
+			if tc.secret == "" {
+				assert.NotContains(t, e, "PGHOST")
+				assert.NotContains(t, e, "PGPASSWORD")
+				assert.Empty(t, secrets)
+				return
+			}
+			assert.Equal(t, tc.host, e["PGHOST"].Value)
+			for _, k := range []string{"PGPORT", "PGDATABASE", "PGUSER"} {
+				assert.NotEmpty(t, e[k].Value, k)
+			}
+			pw := e["PGPASSWORD"]
+			assert.Empty(t, pw.Value, "the password never appears in the pod spec")
+			require.NotNil(t, pw.ValueFrom)
+			require.NotNil(t, pw.ValueFrom.SecretKeyRef)
+			assert.Equal(t, tc.secret, pw.ValueFrom.SecretKeyRef.Name)
+			assert.Equal(t, tc.key, pw.ValueFrom.SecretKeyRef.Key)
+			if tc.chartSecret {
+				s := one[*corev1.Secret](t, m, tc.secret)
+				assert.Equal(t, "not-a-real-password", string(s.Data[tc.key]))
+				assert.NotEmpty(t, d.Spec.Template.Annotations["checksum/postgresql"], "a password change restarts the server")
+			} else {
+				assert.Empty(t, secrets, "an existing Secret is used as is")
+			}
+		})
+	}
+}
