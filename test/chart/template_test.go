@@ -79,6 +79,8 @@ func TestProjectTemplateContract(t *testing.T) {
 				assert.Equal(t, "kubernetes.io/hostname", terms[len(terms)-1].TopologyKey)
 				assert.Equal(t, "nfs", terms[len(terms)-1].LabelSelector.MatchLabels["app.kubernetes.io/component"])
 			case tpl.Storage.Mode == podtemplate.ModeNFS:
+				_, hasClaim := maybe[*corev1.PersistentVolumeClaim](m, releaseName+"-projects")
+				assert.False(t, hasClaim, "an external NFS export needs no project claim")
 				require.NotNil(t, homes.NFS)
 				assert.Equal(t, tpl.Storage.NFS.Server, homes.NFS.Server)
 				assert.Equal(t, tpl.Storage.NFS.Path, homes.NFS.Path)
@@ -86,6 +88,12 @@ func TestProjectTemplateContract(t *testing.T) {
 				require.NotNil(t, homes.PersistentVolumeClaim)
 				assert.Equal(t, tpl.Storage.PVC.ClaimName, homes.PersistentVolumeClaim.ClaimName)
 				assert.Equal(t, tpl.Namespace, d.Namespace, "a claim is only mountable in its own namespace")
+				if pvc, created := maybe[*corev1.PersistentVolumeClaim](m, tpl.Storage.PVC.ClaimName); created {
+					assert.Equal(t, releaseName+"-projects", pvc.Name)
+					assert.NotEmpty(t, pvc.Spec.AccessModes)
+				} else {
+					assert.NotEqual(t, releaseName+"-projects", tpl.Storage.PVC.ClaimName, "the chart's claim must be rendered")
+				}
 				for _, ctr := range d.Spec.Template.Spec.Containers {
 					for _, vm := range ctr.VolumeMounts {
 						if vm.Name == "projects-home" {
