@@ -88,6 +88,12 @@ func (o *Orchestrator) Sweep(ctx context.Context) SweepResult {
 			delete(o.stale, uid)
 		}
 	}
+	// Touches of projects that have no pod must not accumulate forever.
+	for id, t := range o.activity {
+		if _, starting := o.starts[id]; !starting && now.Sub(t) >= pending && o.cluster.Pod(id.PodName()) == nil {
+			delete(o.activity, id)
+		}
+	}
 	o.mu.Unlock()
 	return res
 }

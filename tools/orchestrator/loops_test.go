@@ -113,3 +113,23 @@ func TestRunLoopTicksOnInjectedClock(t *testing.T) {
 	cancel()
 	<-done
 }
+
+func TestSweepForgetsActivityOfProjectsWithoutPods(t *testing.T) {
+	e := newEnv(t, nil)
+	if err := e.orch.Touch(pid); err != nil {
+		t.Fatal(err)
+	}
+	if e.orch.Status(pid).LastActivity == nil {
+		t.Fatal("touch not recorded")
+	}
+	e.clock.Step(5 * time.Minute)
+	e.orch.Sweep(ctxT(t))
+	if e.orch.Status(pid).LastActivity == nil {
+		t.Fatal("recent activity forgotten")
+	}
+	e.clock.Step(10 * time.Minute)
+	e.orch.Sweep(ctxT(t))
+	if e.orch.Status(pid).LastActivity != nil {
+		t.Fatal("activity of a project without a pod kept forever")
+	}
+}
