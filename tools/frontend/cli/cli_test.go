@@ -353,3 +353,49 @@ func kubelet(t *testing.T, cs *fake.Clientset) {
 		}
 	}()
 }
+
+// TestProjectDirectMode drives the cluster without the API (--kubeconfig),
+// through the same core as serve.
+func TestProjectDirectMode(t *testing.T) {
+	dir := t.TempDir()
+	tpl := fixture.Template()
+	tpl.Storage.ServerPath = dir
+	data, _ := yaml.Marshal(tpl)
+	tplFile := filepath.Join(dir, "template.yaml")
+	kubeconfig := filepath.Join(dir, "kubeconfig")
+	os.WriteFile(tplFile, data, 0o600)
+	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: "t"}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`), 0o600)
+	id := project.MustParse(pid)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: id.PodName(), Namespace: fixture.Namespace, Labels: tpl.SelectorLabels},
+		Status: corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled,
+			Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable}}}}
+	cs := fake.NewClientset(pod)
+	old := newClientset
+	t.Cleanup(func() { newClientset = old })
+	newClientset = func(*rest.Config) (kubernetes.Interface, error) { return cs, nil }
+
+	code, out, errOut := run(t, "project", "status", pid, "--kubeconfig", kubeconfig, "--template", tplFile)
+	if code != 0 || !strings.Contains(out, "starting") || !strings.Contains(out, "Unschedulable") {
+		t.Fatalf("direct status: exit %d out %q err %q", code, out, errOut)
+	}
+	code, out, _ = run(t, "project", "list", "--kubeconfig", kubeconfig, "--template", tplFile, "-o", "json")
+	var l []orchestrator.ProjectStatus
+	if code != 0 || json.Unmarshal([]byte(out), &l) != nil || len(l) != 1 || l[0].Reason != "Unschedulable" {
+		t.Fatalf("direct list: exit %d out %q", code, out)
+	}
+	if code, _, errOut := run(t, "project", "stop", pid, "--kubeconfig", kubeconfig, "--template", tplFile); code != 0 {
+		t.Fatalf("direct stop: exit %d %s", code, errOut)
+	}
+	if _, err := cs.CoreV1().Pods(fixture.Namespace).Get(context.Background(), id.PodName(), metav1.GetOptions{}); err == nil {
+		t.Fatal("direct stop left the pod")
+	}
+	if code, _, _ := run(t, "project", "status", pid, "--kubeconfig", kubeconfig, "--template", filepath.Join(dir, "missing.yaml")); code != ExitUsage {
+		t.Fatalf("missing template: exit %d", code)
+	}
+}
