@@ -3,6 +3,7 @@ package bench
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -22,7 +23,7 @@ func WriteMarkdown(w io.Writer, r *Results) {
 	p := func(format string, a ...any) { fmt.Fprintf(w, format, a...) }
 	c := r.Config
 	p("# cocalc-kubernetes benchmark: project start/stop, ours vs the original's method\n\n")
-	p("Run %s, took %s. Machine: %s.\n\n", r.Began.Format(time.RFC3339), r.Took.Round(time.Second), r.Machine)
+	p("Run %s, took %s. Machine: %s; load average %s at the start, %s at the end (other engineers' builds share the machine).\n\n", r.Began.Format(time.RFC3339), r.Took.Round(time.Second), r.Machine, r.LoadBefore, r.LoadAfter)
 	p("Cluster: api tier (real kube-apiserver, controller-manager, scheduler, etcd from `bin/kube-cluster`; %d kwok nodes; kwok stage delays 0 ms (test/cluster/stages.yaml), every pod held %s before Ready (annotation %s); API server and scheduler at their default flow-control and client QPS). ", c.Nodes, c.ReadyDelay, ReadyDelayAnnotation)
 	p("Orchestrator client-go QPS %.0f, burst %d. Baseline kubectl: %s (built from k8s.io/kubectl, test/bench/tools/kubectl). API server background rate: %.1f requests/s.\n\n", c.QPS, c.QPSBurst, orDash(r.Kubectl), r.IdleRate)
 
@@ -68,13 +69,18 @@ func WriteMarkdown(w io.Writer, r *Results) {
 			s.PodRequests, s.AllRequests, fmt.Sprintf("%.3f", float64(s.CPUPerStatus)/float64(time.Millisecond)), s.ProcsPerStatus)
 	}
 	p("\n## Throughput: concurrent starts over the HTTP API\n\n")
+	p("A retry row re-issues the failed starts of the row above it (so the footprint below has its pod count).\n\n")
 	p("| starts issued at once | pods already running | all reported running | all pods Ready (watch) | starts/s | start p50 ms | start p99 ms | orchestrator CPU s | errors |\n")
 	p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	running := 0
 	for _, b := range r.Bursts {
-		p("| %d | %d | %s | %s | %.0f | %s | %s | %.2f | %d |\n", b.Projects, running, b.AllRunning.Round(time.Millisecond), b.AllReady.Round(time.Millisecond),
+		issued := strconv.Itoa(b.Projects)
+		if b.Retry {
+			issued += " (retry)"
+		}
+		p("| %s | %d | %s | %s | %.0f | %s | %s | %.2f | %d |\n", issued, running, b.AllRunning.Round(time.Millisecond), b.AllReady.Round(time.Millisecond),
 			float64(b.Projects)/b.AllRunning.Seconds(), Ms(b.Latency.P50), Ms(b.Latency.P99), b.CPU.Seconds(), b.Errors)
-		running += b.Projects
+		running += b.Projects - b.Errors
 	}
 	for _, b := range r.Bursts {
 		if b.FirstError != "" {
@@ -138,7 +144,7 @@ func targets(r *Results, floor, orig *Latency) []string {
 		}
 	}
 	for _, b := range r.Bursts {
-		if b.Projects >= 1000 {
+		if b.Projects >= 1000 && !b.Retry {
 			out = append(out, fmt.Sprintf("1,000 concurrent starts all running in ≤ 30 s: %s (%s, %d errors)", mark(b.AllRunning <= TargetBurst && b.Errors == 0), b.AllRunning.Round(time.Millisecond), b.Errors))
 			break
 		}

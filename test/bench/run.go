@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strconv"
+	"strings"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -62,17 +63,20 @@ type Config struct {
 
 // Results is everything a run measured.
 type Results struct {
-	Config    Config
-	Began     time.Time
-	Took      time.Duration
-	Machine   string
-	Kubectl   string
-	IdleRate  float64
-	Latencies []Latency
-	Statuses  []StatusResult
-	Bursts    []Burst
-	Footprint []Footprint
-	Notes     []string
+	Config  Config
+	Began   time.Time
+	Took    time.Duration
+	Machine string
+	// LoadBefore and LoadAfter are /proc/loadavg: other work on the
+	// machine slows the kubectl baseline most (it is CPU-bound).
+	LoadBefore, LoadAfter string
+	Kubectl               string
+	IdleRate              float64
+	Latencies             []Latency
+	Statuses              []StatusResult
+	Bursts                []Burst
+	Footprint             []Footprint
+	Notes                 []string
 }
 
 // Namespaces of the methods (one each, so no informer sees another's pods).
@@ -86,7 +90,8 @@ const (
 // Run brings up the api tier, measures, and tears everything down.
 func Run(ctx context.Context, cfg Config) (*Results, error) {
 	log := cfg.Log
-	res := &Results{Config: cfg, Began: time.Now().UTC(), Machine: machine()}
+	res := &Results{Config: cfg, Began: time.Now().UTC(), Machine: machine(), LoadBefore: loadAvg()}
+	defer func() { res.LoadAfter = loadAvg() }()
 	work, err := os.MkdirTemp("", "cocalc-bench-")
 	if err != nil {
 		return nil, fmt.Errorf("work dir: %w", err)
@@ -185,10 +190,21 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			n := min(len(batch), cfg.Burst)
 			log.Info("concurrent starts", "n", n, "running_before", len(ids))
 			b := StartBurst(ctx, env, httpM, batch[:n])
-			log.Info("burst done", "all_running", b.AllRunning, "errors", b.Errors)
+			log.Info("burst done", "all_running", b.AllRunning, "errors", b.Errors, "first_error", b.FirstError)
 			res.Bursts = append(res.Bursts, b)
 			ids = append(ids, batch[:n]...)
 			batch = batch[n:]
+			// Re-issue failed starts so the footprint sees the pod count
+			// it is labelled with; each retry is reported as its own row.
+			for try := 0; try < 5 && len(b.Failed) > 0 && ctx.Err() == nil; try++ {
+				b = StartBurst(ctx, env, httpM, b.Failed)
+				b.Retry = true
+				log.Info("retry burst done", "n", b.Projects, "all_running", b.AllRunning, "errors", b.Errors)
+				res.Bursts = append(res.Bursts, b)
+			}
+			if len(b.Failed) > 0 {
+				return nil, fmt.Errorf("%d starts still failing after retries: %s", len(b.Failed), b.FirstError)
+			}
 		}
 		for _, churn := range []int{0, cfg.ChurnWorkers} {
 			log.Info("footprint", "pods", len(ids), "churn_workers", churn, "window", cfg.Window)
@@ -350,6 +366,18 @@ func machine() string {
 	host, _ := os.Hostname()
 	kernel, _ := os.ReadFile("/proc/sys/kernel/osrelease")
 	return fmt.Sprintf("%d CPUs, %s, Linux %s, host %s", runtime.NumCPU(), runtime.Version(), trimNL(string(kernel)), host)
+}
+
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
 }
 
 func trimNL(s string) string {

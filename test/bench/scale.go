@@ -23,6 +23,11 @@ type Burst struct {
 	Errors     int
 	FirstError string
 	CPU        time.Duration // orchestrator process CPU during the burst
+	// Retry marks a burst that re-issues the failed starts of the one
+	// before (so the pod count the footprint needs is reached).
+	Retry bool
+	// Failed lists the projects whose start failed.
+	Failed []project.ID
 }
 
 // StartBurst issues len(ids) starts concurrently.
@@ -46,6 +51,7 @@ func StartBurst(ctx context.Context, env Env, m Method, ids []project.ID) Burst 
 			defer mu.Unlock()
 			if err != nil {
 				res.Errors++
+				res.Failed = append(res.Failed, id)
 				if res.FirstError == "" {
 					res.FirstError = err.Error()
 				}
@@ -57,8 +63,15 @@ func StartBurst(ctx context.Context, env Env, m Method, ids []project.ID) Burst 
 	wg.Wait()
 	res.AllRunning = time.Since(began)
 	res.Latency = Summarize(lat)
+	failed := map[project.ID]bool{}
+	for _, id := range res.Failed {
+		failed[id] = true
+	}
 	var last time.Time
 	for _, id := range ids {
+		if failed[id] {
+			continue
+		}
 		if t, ok := env.Clock.Ready(ctx, m.Namespace(), id.PodName()); ok && t.After(last) {
 			last = t
 		}

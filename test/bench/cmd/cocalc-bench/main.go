@@ -31,7 +31,7 @@ func run() int {
 	var qps float64
 	flag.IntVar(&cfg.Nodes, "nodes", 20, "kwok nodes (each holds about 320 project pods by CPU requests)")
 	flag.IntVar(&cfg.Cycles, "cycles", 200, "start+stop cycles per method")
-	flag.IntVar(&cfg.OriginalLanes, "original-lanes", 4, "baseline cycles run at a time (its 1 s sleeps dominate)")
+	flag.IntVar(&cfg.OriginalLanes, "original-lanes", 2, "baseline cycles run at a time, one per core (its 1 s sleeps would dominate the run time)")
 	flag.IntVar(&cfg.Statuses, "statuses", 200, "status queries per method")
 	flag.IntVar(&cfg.Burst, "burst", 1000, "starts issued at once")
 	flag.StringVar(&scale, "scale", "1000,5000", "project pod counts at which the orchestrator's footprint is measured")
