@@ -248,3 +248,15 @@ func TestInstallDryRun(t *testing.T) {
 		})
 	}
 }
+
+// The helm test pod runs the orchestrator image's `check` against the server Service.
+func TestHelmTestPodChecksTheServer(t *testing.T) {
+	m := renderObjects(t, caseByName(t, "default"))
+	pod := one[*corev1.Pod](t, m, releaseName+"-test-connection")
+	require.Len(t, pod.Spec.Containers, 1)
+	c := pod.Spec.Containers[0]
+	assert.Empty(t, c.Command, "the image's entrypoint is cocalc-k8s")
+	assert.Equal(t, []string{"check", "--tcp", releaseName + "-server:80", "--timeout", "60s"}, c.Args)
+	assert.Equal(t, serverDeployment(t, m).Spec.Template.Spec.Containers[1].Image, c.Image)
+	assert.Equal(t, true, ptrVal(pod.Spec.SecurityContext.RunAsNonRoot))
+}

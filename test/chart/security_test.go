@@ -95,10 +95,12 @@ func TestServerDeployment(t *testing.T) {
 			assert.Equal(t, "health", orch.LivenessProbe.HTTPGet.Port.StrVal)
 			assert.Equal(t, int32(8471), orch.Ports[0].ContainerPort)
 			assert.Equal(t, "health", orch.Ports[0].Name)
-			require.GreaterOrEqual(t, len(orch.Command), 2)
-			assert.Equal(t, []string{"cocalc-k8s", "serve"}, orch.Command[:2])
+			// The image's ENTRYPOINT is the binary (tools/images/orchestrator/Dockerfile): only args.
+			assert.Empty(t, orch.Command)
+			require.NotEmpty(t, orch.Args)
+			assert.Equal(t, "serve", orch.Args[0])
 			for _, arg := range []string{"--template=" + podtemplate.DefaultPath, "--listen=127.0.0.1:8470", "--health-listen=:8471", "--log-format=json"} {
-				assert.Contains(t, orch.Command, arg)
+				assert.Contains(t, orch.Args, arg)
 			}
 			assert.Contains(t, mountPaths(orch), saTokenPath)
 

@@ -47,7 +47,7 @@ func TestProjectTemplateContract(t *testing.T) {
 			// The server mounts the template where --template points, and project homes at serverPath.
 			d := serverDeployment(t, m)
 			orch := container(t, d.Spec.Template.Spec, "orchestrator")
-			assert.Contains(t, orch.Command, "--template="+podtemplate.DefaultPath)
+			assert.Contains(t, orch.Args, "--template="+podtemplate.DefaultPath)
 			assert.Contains(t, mountPaths(orch), path.Dir(podtemplate.DefaultPath))
 			assert.Contains(t, mountPaths(orch), tpl.Storage.ServerPath)
 			assert.Contains(t, mountPaths(container(t, d.Spec.Template.Spec, "hub")), tpl.Storage.ServerPath)
