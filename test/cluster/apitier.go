@@ -114,6 +114,26 @@ func startAPI(ctx context.Context, opts Options) (*Cluster, error) {
 	if opts.Nodes == 0 {
 		opts.Nodes = 3
 	}
+	// Ports are picked free but released before the components bind
+	// them; another process may take one in between. Such a start fails
+	// fast ("address already in use") and is retried on new ports.
+	var lastErr error
+	for attempt := 1; attempt <= 3; attempt++ {
+		c, err := startAPIOnce(ctx, opts, bin)
+		if err == nil {
+			return c, nil
+		}
+		lastErr = err
+		if !strings.Contains(err.Error(), "address already in use") || ctx.Err() != nil {
+			break
+		}
+		opts.Logf("api tier: port taken during start (attempt %d), retrying on new ports", attempt)
+	}
+	return nil, lastErr
+}
+
+func startAPIOnce(ctx context.Context, opts Options, bin string) (*Cluster, error) {
+	var err error
 	t := &apiTier{dir: opts.StateDir, logf: opts.Logf}
 	if t.dir == "" {
 		if t.dir, err = os.MkdirTemp("", "cocalc-api-"); err != nil {
