@@ -76,6 +76,16 @@ func TestServerDeployment(t *testing.T) {
 			}
 			assert.Contains(t, mountPaths(hub), "/projects")
 
+			// The only root init container: chown of the homes root, nothing else.
+			for _, ic := range spec.InitContainers {
+				require.Equal(t, "homes-owner", ic.Name)
+				assert.Equal(t, []string{"chown", "2001:2001", "/projects/home"}, ic.Command)
+				require.NotNil(t, ic.SecurityContext.Capabilities)
+				assert.Equal(t, []corev1.Capability{"CHOWN"}, ic.SecurityContext.Capabilities.Add)
+				assert.Equal(t, true, ptrVal(ic.SecurityContext.ReadOnlyRootFilesystem))
+				assert.Equal(t, []string{"/projects/home"}, mountPaths(ic))
+			}
+
 			orch := container(t, spec, "orchestrator")
 			osc := orch.SecurityContext
 			require.NotNil(t, osc)
@@ -305,6 +315,16 @@ func TestPostgreSQLModes(t *testing.T) {
 			} else {
 				assert.Empty(t, secrets, "an existing Secret is used as is")
 			}
+		})
+	}
+}
+
+func TestHomesOwnerInitContainer(t *testing.T) {
+	for name, want := range map[string]bool{"default": true, "gke": true, "ci-pvc-existing": true, "onprem": false, "ci-nfs-external": false, "kind": false} {
+		t.Run(name, func(t *testing.T) {
+			t.Parallel()
+			spec := serverDeployment(t, renderObjects(t, caseByName(t, name))).Spec.Template.Spec
+			assert.Equal(t, want, len(spec.InitContainers) == 1, "homes-owner init container")
 		})
 	}
 }
