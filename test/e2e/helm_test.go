@@ -1,0 +1,141 @@
+package e2e
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/gruntwork-io/terratest/modules/helm"
+	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+)
+
+// TestHelmInstallEachValuesFile installs the chart with --wait on its
+// defaults and on every values/ file that fits the tier, then runs
+// `helm test`.
+func TestHelmInstallEachValuesFile(t *testing.T) {
+	timed(t)
+	c := cluster.Get(t)
+	cases := []struct {
+		name string
+		file string
+		// skip says why a values file cannot be installed on this tier
+		// ("" = it can).
+		skip string
+	}{
+		{name: "defaults"},
+		{name: "kind", file: "kind.yaml"},
+		{name: "onprem", file: "onprem.yaml", skip: "needs a LoadBalancer address (helm --wait waits for status.loadBalancer) " +
+			"and a fixed projects namespace cocalc-projects shared by all installs"},
+		{name: "gke", file: "gke.yaml", skip: "needs GKE node pools (nodeSelector cloud.google.com/gke-nodepool) and a LoadBalancer address"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.skip != "" && !c.Has(cluster.LoadBalancer) {
+				t.Skipf("values/%s does not fit the %s tier: %s", tc.file, c.Tier, tc.skip)
+			}
+			timed(t)
+			t.Parallel()
+			ns := newNamespace(t, c, "install-"+tc.name, nil)
+			var files []string
+			if tc.file != "" {
+				files = append(files, valuesFile(tc.file))
+			}
+			opts := helmOptions(t, c, ns, standinValues, files...)
+			install(t, c, ns, opts)
+
+			dep, err := c.Client.AppsV1().Deployments(ns).Get(t.Context(), serverName, metav1.GetOptions{})
+			require.NoError(t, err)
+			require.True(t, deploymentAvailable(dep), "server Deployment not available after --wait: %+v", dep.Status)
+			tpl := liveTemplate(t, c, ns)
+			require.Equal(t, ns, tpl.Namespace)
+			require.Equal(t, releaseName, tpl.Release)
+
+			out, err := helm.RunHelmCommandAndGetOutputE(t, opts, "test", releaseName, "--timeout", "2m")
+			require.NoError(t, err, "helm test: %s", out)
+			require.Contains(t, out, "Phase:          Succeeded", out)
+		})
+	}
+}
+
+// TestHelmUpgradeRollbackUninstall changes values with `helm upgrade`,
+// returns with `helm rollback`, and checks `helm uninstall` keeps the
+// claims that hold data (helm.sh/resource-policy: keep).
+func TestHelmUpgradeRollbackUninstall(t *testing.T) {
+	timed(t)
+	c := cluster.Get(t)
+	ns := newNamespace(t, c, "lifecycle", nil)
+	opts := helmOptions(t, c, ns, standinValues)
+	install(t, c, ns, opts)
+	before := liveTemplate(t, c, ns)
+	depBefore, err := c.Client.AppsV1().Deployments(ns).Get(t.Context(), serverName, metav1.GetOptions{})
+	require.NoError(t, err)
+
+	// Upgrade: a new project memory default must reach the template the
+	// orchestrator reads, and roll the server (checksum annotation).
+	changed := mergeValues(standinValues, map[string]string{"projects.resources.default.memoryMiB": "2000"})
+	upOpts := helmOptions(t, c, ns, changed)
+	require.NoError(t, helm.UpgradeE(t, upOpts, chartDir(), releaseName), "helm upgrade")
+	after := liveTemplate(t, c, ns)
+	require.Equal(t, int64(2000), after.Resources.Default.MemoryMiB)
+	require.NotEqual(t, before.Resources.Default.MemoryMiB, after.Resources.Default.MemoryMiB)
+	depAfter, err := c.Client.AppsV1().Deployments(ns).Get(t.Context(), serverName, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Greater(t, depAfter.Generation, depBefore.Generation, "a changed template must roll the server pod")
+	require.True(t, deploymentAvailable(depAfter), "server not available after upgrade --wait: %+v", depAfter.Status)
+
+	// Rollback to revision 1 restores the first template.
+	require.NoError(t, helm.RollbackE(t, opts, releaseName, "1"), "helm rollback")
+	rolled := liveTemplate(t, c, ns)
+	require.Equal(t, before.Resources.Default.MemoryMiB, rolled.Resources.Default.MemoryMiB)
+	history, err := helm.RunHelmCommandAndGetOutputE(t, opts, "history", releaseName)
+	require.NoError(t, err)
+	t.Logf("helm history:\n%s", history)
+	require.Contains(t, history, "Rollback to 1")
+
+	// Uninstall: the data claims stay, the rest goes.
+	claims := []string{dataClaimName, projectsClaimName}
+	for _, name := range claims {
+		_, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Get(t.Context(), name, metav1.GetOptions{})
+		require.NoError(t, err, "claim %s before uninstall", name)
+	}
+	require.NoError(t, helm.DeleteE(t, opts, releaseName, true), "helm uninstall")
+	err = wait.PollUntilContextTimeout(t.Context(), 250*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_, err := c.Client.AppsV1().Deployments(ns).Get(ctx, serverName, metav1.GetOptions{})
+		return apierrors.IsNotFound(err), nil
+	})
+	require.NoError(t, err, "server Deployment still there after uninstall")
+	_, err = c.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), templateConfigMap, metav1.GetOptions{})
+	require.True(t, apierrors.IsNotFound(err), "template ConfigMap survived uninstall: %v", err)
+	for _, name := range claims {
+		pvc, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Get(t.Context(), name, metav1.GetOptions{})
+		require.NoError(t, err, "claim %s must survive helm uninstall", name)
+		require.Nil(t, pvc.DeletionTimestamp, "claim %s is being deleted", name)
+	}
+}
+
+// liveTemplate reads the installed project pod template ConfigMap and
+// decodes it strictly with the orchestrator's own parser.
+func liveTemplate(t *testing.T, c *cluster.Cluster, ns string) *podtemplate.Template {
+	t.Helper()
+	cm, err := c.Client.CoreV1().ConfigMaps(ns).Get(t.Context(), templateConfigMap, metav1.GetOptions{})
+	require.NoError(t, err, "template ConfigMap")
+	tpl, err := podtemplate.Parse([]byte(cm.Data[podtemplate.TemplateKey]))
+	require.NoError(t, err, "installed template must load in the orchestrator")
+	return tpl
+}
+
+func deploymentAvailable(d *appsv1.Deployment) bool {
+	for _, c := range d.Status.Conditions {
+		if c.Type == appsv1.DeploymentAvailable && c.Status == "True" {
+			return d.Status.ObservedGeneration >= d.Generation && d.Status.UpdatedReplicas == d.Status.Replicas
+		}
+	}
+	return false
+}
