@@ -93,8 +93,9 @@ func newEnv(t *testing.T, edit func(*podtemplate.Template), objs ...runtime.Obje
 	})
 	e.cs.PrependReactor("delete", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
 		e.deletes.Add(1)
-		if !e.graceful.Load() {
-			return false, nil, nil
+		grace := a.(k8stesting.DeleteActionImpl).DeleteOptions.GracePeriodSeconds
+		if !e.graceful.Load() || (grace != nil && *grace == 0) {
+			return false, nil, nil // immediate, as the API server does for grace 0
 		}
 		name := a.(k8stesting.DeleteAction).GetName()
 		obj, err := e.cs.Tracker().Get(podsGVR, fixture.Namespace, name)
@@ -152,16 +153,19 @@ type kubelet struct{ e *env }
 
 func (e *env) kubelet() kubelet { return kubelet{e} }
 
+// It only uses the typed client (kubernetes.Interface), so the same helper
+// drives a real API server without kubelets (the cluster test tier).
 func (k kubelet) update(name string, mutate func(*corev1.Pod)) {
 	k.e.t.Helper()
-	obj, err := k.e.cs.Tracker().Get(podsGVR, fixture.Namespace, name)
+	pods := k.e.cs.CoreV1().Pods(fixture.Namespace)
+	pod, err := pods.Get(context.Background(), name, metav1.GetOptions{})
 	if err != nil {
 		k.e.t.Fatalf("kubelet: get %s: %v", name, err)
 	}
-	pod := obj.(*corev1.Pod).DeepCopy()
+	pod = pod.DeepCopy()
 	mutate(pod)
-	if err := k.e.cs.Tracker().Update(podsGVR, pod, fixture.Namespace); err != nil {
-		k.e.t.Fatalf("kubelet: update %s: %v", name, err)
+	if _, err := pods.UpdateStatus(context.Background(), pod, metav1.UpdateOptions{}); err != nil {
+		k.e.t.Fatalf("kubelet: update status of %s: %v", name, err)
 	}
 }
 
@@ -189,7 +193,9 @@ func (k kubelet) unschedulable(name string) {
 // finish removes a pod whose deletion was requested (graceful mode).
 func (k kubelet) finish(name string) {
 	k.e.t.Helper()
-	if err := k.e.cs.Tracker().Delete(podsGVR, fixture.Namespace, name); err != nil {
+	// What a kubelet does once the containers are gone: delete with grace 0.
+	if err := k.e.cs.CoreV1().Pods(fixture.Namespace).Delete(context.Background(), name,
+		metav1.DeleteOptions{GracePeriodSeconds: new(int64)}); err != nil {
 		k.e.t.Fatalf("kubelet: remove %s: %v", name, err)
 	}
 }
@@ -209,7 +215,7 @@ func (e *env) autoRun() {
 			}
 			p := pod.DeepCopy()
 			markRunning(p)
-			_ = e.cs.Tracker().Update(podsGVR, p, fixture.Namespace)
+			_, _ = e.cs.CoreV1().Pods(fixture.Namespace).UpdateStatus(context.Background(), p, metav1.UpdateOptions{})
 		}
 	}()
 }
