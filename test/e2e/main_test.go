@@ -180,3 +180,6 @@ func timed(t *testing.T) {
 	start := time.Now()
 	t.Cleanup(func() { t.Logf("TIMING %s: %v", t.Name(), time.Since(start).Round(time.Millisecond)) })
 }
+
+// helmOptionsLogger keeps helm's command lines out of the test log.
+func helmOptionsLogger() *logger.Logger { return logger.Discard }
