@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/smccompute"
 )
 
 const saTokenPath = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -27,6 +28,21 @@ func container(t *testing.T, spec corev1.PodSpec, name string) corev1.Container 
 	}
 	t.Fatalf("container %q not found", name)
 	return corev1.Container{}
+}
+
+func orch(t *testing.T, spec corev1.PodSpec) corev1.Container {
+	t.Helper()
+	return container(t, spec, "orchestrator")
+}
+
+// argValue returns the value of a "--name=value" argument, or "".
+func argValue(c corev1.Container, name string) string {
+	for _, a := range c.Args {
+		if v, ok := strings.CutPrefix(a, name+"="); ok {
+			return v
+		}
+	}
+	return ""
 }
 
 func serverDeployment(t *testing.T, m manifests) *appsv1.Deployment {
@@ -75,6 +91,15 @@ func TestServerDeployment(t *testing.T) {
 				assert.False(t, strings.HasPrefix(vm.MountPath, "/var/run/secrets"), "hub must hold no Kubernetes credentials: %s", vm.MountPath)
 			}
 			assert.Contains(t, mountPaths(hub), "/projects")
+			// smc-compute in the hub container finds the orchestrator's API and the
+			// homes through these variables (the names it reads, not copies of them).
+			hubEnv := map[string]string{}
+			for _, e := range hub.Env {
+				hubEnv[e.Name] = e.Value
+			}
+			assert.Equal(t, smccompute.DefaultAPI, hubEnv[smccompute.EnvAPI], "hub env %s", smccompute.EnvAPI)
+			assert.Equal(t, "http://"+strings.TrimPrefix(argValue(orch(t, spec), "--listen"), "http://"), hubEnv[smccompute.EnvAPI], "%s must point at the orchestrator's --listen", smccompute.EnvAPI)
+			assert.Contains(t, mountPaths(hub), hubEnv[smccompute.EnvHomes], "%s must be where the hub mounts the homes", smccompute.EnvHomes)
 
 			// The only root init container: chown of the homes root, nothing else.
 			for _, ic := range spec.InitContainers {

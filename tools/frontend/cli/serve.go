@@ -20,6 +20,7 @@ import (
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/httpapi"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/pgcontroller"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/kube"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/metrics"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
@@ -34,6 +35,10 @@ type serveOptions struct {
 	burst             int
 	idleCheckInterval time.Duration
 	shutdownTimeout   time.Duration
+	// postgres, when set, also runs the hub-database front-end (current
+	// CoCalc's kucalc protocol); projectEnv is handed to its projects.
+	postgres   string
+	projectEnv map[string]string
 }
 
 // Test hooks: a fake clientset instead of a real one, and the bound
@@ -82,6 +87,8 @@ finish for up to --shutdown-timeout, then exits 0.`,
 	f.IntVar(&o.burst, "kube-burst", 100, "Kubernetes API client burst")
 	f.DurationVar(&o.idleCheckInterval, "idle-check-interval", time.Minute, "period of the idle-stop and clean-up loops")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running requests may finish after SIGTERM")
+	f.StringVar(&o.postgres, "postgres", "", "hub PostgreSQL connection string: also serve current CoCalc's database protocol (projects.action_request, copy_paths); the password may come from $PGPASSWORD")
+	f.StringToStringVar(&o.projectEnv, "project-env", nil, "KEY=VALUE added to every project's environment by the --postgres front-end (e.g. CONAT_SERVER=http://cocalc-server:80)")
 	return cmd
 }
 
@@ -160,11 +167,20 @@ func runServe(parent context.Context, o serveOptions) error {
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(parent))
 	defer stopRun()
 	kc.Start(runCtx)
+	dbErr := make(chan error, 1)
 	go func() {
 		if err := kc.WaitForSync(runCtx); err != nil {
 			return
 		}
 		log.Info("pod cache synced; background loops running", "namespace", tpl.Namespace, "interval", o.idleCheckInterval)
+		if o.postgres != "" {
+			go func() {
+				cfg := pgcontroller.Config{ConnString: o.postgres, ProjectEnv: o.projectEnv, Logger: log}
+				if err := pgcontroller.RunWithOrchestrator(runCtx, cfg, orch, tpl); err != nil && runCtx.Err() == nil {
+					dbErr <- fmt.Errorf("postgres front-end: %w", err)
+				}
+			}()
+		}
 		orch.Run(runCtx)
 	}()
 
@@ -189,6 +205,8 @@ func runServe(parent context.Context, o serveOptions) error {
 		log.Info("shutting down", "timeout", o.shutdownTimeout)
 	case err := <-serveErr:
 		result = fmt.Errorf("http server: %w", err)
+	case err := <-dbErr:
+		result = err
 	}
 	shutdownCtx, cancel := context.WithTimeout(context.WithoutCancel(parent), o.shutdownTimeout)
 	defer cancel()
