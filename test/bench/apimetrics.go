@@ -37,6 +37,21 @@ func (c RequestCounts) Sub(before RequestCounts) RequestCounts {
 	return out
 }
 
+// background are resources the control plane and kwok write on their own
+// (heartbeats, leases, events), whatever the method under test does.
+var background = map[string]bool{"leases": true, "nodes": true, "nodes/status": true, "events": true}
+
+// Foreground sums every counter except the background resources'.
+func (c RequestCounts) Foreground() float64 {
+	var t float64
+	for k, v := range c {
+		if _, r, _ := strings.Cut(k, " "); !background[r] {
+			t += v
+		}
+	}
+	return t
+}
+
 // Resource sums the counters of one resource (every verb).
 func (c RequestCounts) Resource(resource string) float64 {
 	var t float64

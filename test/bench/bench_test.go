@@ -161,3 +161,10 @@ func TestNewID(t *testing.T) {
 		seen[id] = true
 	}
 }
+
+func TestForegroundIgnoresBackground(t *testing.T) {
+	c := RequestCounts{"PUT leases": 40, "PATCH nodes/status": 3, "POST events": 2, "GET nodes": 1, "GET pods": 5, "GET //api": 1}
+	if got := c.Foreground(); got != 6 {
+		t.Errorf("Foreground = %v, want 6 (pods and discovery only)", got)
+	}
+}

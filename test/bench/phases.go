@@ -152,7 +152,7 @@ type StatusResult struct {
 	Method         string
 	Latency        Durations
 	PodRequests    float64 // per status, on the pods resource
-	AllRequests    float64 // per status, every request, corrected by the idle rate
+	AllRequests    float64 // per status, every request but the background's (leases, nodes, events)
 	CPUPerStatus   time.Duration
 	ProcsPerStatus float64
 	Errors         int
@@ -160,7 +160,7 @@ type StatusResult struct {
 
 // MeasureStatus starts one project, queries its status n times (all must
 // say running), and stops it.
-func MeasureStatus(ctx context.Context, env Env, m Method, n int, idleRate float64) (StatusResult, error) {
+func MeasureStatus(ctx context.Context, env Env, m Method, n int) (StatusResult, error) {
 	res := StatusResult{Method: m.Name()}
 	id := NewID()
 	if err := m.Start(ctx, id); err != nil {
@@ -177,7 +177,6 @@ func MeasureStatus(ctx context.Context, env Env, m Method, n int, idleRate float
 		procs0 = pc.Processes()
 	}
 	lat := make([]time.Duration, 0, n)
-	began := time.Now()
 	for i := 0; i < n; i++ {
 		t0 := time.Now()
 		running, err := m.Status(ctx, id)
@@ -187,7 +186,6 @@ func MeasureStatus(ctx context.Context, env Env, m Method, n int, idleRate float
 		}
 		lat = append(lat, time.Since(t0))
 	}
-	wall := time.Since(began)
 	after, err := ScrapeRequests(ctx, env.Admin)
 	if err != nil {
 		return res, err
@@ -196,9 +194,8 @@ func MeasureStatus(ctx context.Context, env Env, m Method, n int, idleRate float
 	res.Latency = Summarize(lat)
 	res.PodRequests = d.Resource("pods") / float64(n)
 	// A request is counted once served, so the "before" scrape is in the
-	// delta: subtract it and the idle background.
-	all := d.Total() - 1 - idleRate*wall.Seconds()
-	res.AllRequests = max(all, 0) / float64(n)
+	// delta: subtract it.
+	res.AllRequests = max(d.Foreground()-1, 0) / float64(n)
 	res.CPUPerStatus = (m.CPU() - cpu0) / time.Duration(n)
 	if pc, ok := m.(processCounter); ok {
 		res.ProcsPerStatus = float64(pc.Processes()-procs0) / float64(n)

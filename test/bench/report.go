@@ -62,7 +62,7 @@ func WriteMarkdown(w io.Writer, r *Results) {
 		p("| %s | %.1f | %.1f | %s | %.1f | %s |\n", l.Method, l.RequestsPerCycle, l.PodReqPerCycle, Ms(l.CPUPerCycle), l.ProcsPerCycle, l.Wall.Round(time.Millisecond))
 	}
 	p("\n## Status query (project running)\n\n")
-	p("| method | n | p50 ms | p99 ms | API requests on pods / status | all API requests / status (idle-corrected) | CPU ms / status | processes / status |\n")
+	p("| method | n | p50 ms | p99 ms | API requests on pods / status | all API requests / status (but leases, nodes, events) | CPU ms / status | processes / status |\n")
 	p("|---|---:|---:|---:|---:|---:|---:|---:|\n")
 	for _, s := range r.Statuses {
 		p("| %s | %d%s | %s | %s | %.2f | %.2f | %s | %.1f |\n", s.Method, s.Latency.N, errNote(s.Errors), Ms(s.Latency.P50), Ms(s.Latency.P99),

@@ -59,6 +59,9 @@ type Config struct {
 	// plane (empty: the cluster package's default).
 	Orchestrator, Kubectl, KubeBinary string
 	Log                               *slog.Logger
+	// HeapProfile, when set, is where a heap profile of the pod cache at
+	// the largest scale is written (see ProfilePodCache).
+	HeapProfile string
 }
 
 // Results is everything a run measured.
@@ -172,7 +175,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	for _, m := range []Method{floor, inproc, httpM, orig} {
 		log.Info("status queries", "method", m.Name(), "n", cfg.Statuses)
-		s, err := MeasureStatus(ctx, env, m, cfg.Statuses, res.IdleRate)
+		s, err := MeasureStatus(ctx, env, m, cfg.Statuses)
 		if err != nil {
 			return nil, err
 		}
@@ -215,6 +218,14 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			log.Info("footprint done", "rss_mib", f.RSSBytes>>20, "cpu_cores", f.CPUCores, "ops_per_s", f.OpsPerSec)
 			res.Footprint = append(res.Footprint, f)
 		}
+	}
+	if cfg.HeapProfile != "" && len(cfg.Scale) > 0 {
+		note, err := ProfilePodCache(ctx, cl.RESTConfig, nsHTTP, cfg.HeapProfile)
+		if err != nil {
+			return nil, err
+		}
+		log.Info(note)
+		res.Notes = append(res.Notes, note)
 	}
 	for _, ns := range []string{nsHTTP, nsFloor, nsInProc, nsOriginal} {
 		if err := DeleteAllPods(ctx, admin, ns); err != nil {

@@ -44,6 +44,7 @@ func run() int {
 	flag.StringVar(&cfg.Kubectl, "kubectl", "bin/kubectl-bench", "kubectl binary for the baseline")
 	flag.StringVar(&cfg.KubeBinary, "kube-bin", "", "control-plane binary (default: the cluster package's)")
 	flag.StringVar(&out, "out", "test/bench/results/latest.md", "results file (empty: stdout only)")
+	flag.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile of the orchestrator's pod cache at the largest scale here")
 	quick := flag.Bool("quick", false, "a few iterations of everything (a smoke run, numbers not meaningful)")
 	flag.Parse()
 	cfg.QPS = float32(qps)
