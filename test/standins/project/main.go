@@ -1,0 +1,162 @@
+// Command project is the offline stand-in for the CoCalc project image, for
+// the kind test tier (FROM scratch, static). It serves the project's two
+// ports (6000, 6001) with:
+//
+//	GET  /health                  "ok"
+//	GET  /file?name=N             the file N of the home directory
+//	POST /file?name=N             writes the request body to home/N
+//	GET  /dial?addr=H:P[&timeout=2s]
+//	                              tries a TCP connection from inside the pod
+//	                              (how tests check NetworkPolicy isolation)
+//
+// At start it writes home/.standin-started, proving the home is writable
+// by the project user.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+)
+
+func main() {
+	home := flag.String("home", envOr("HOME", "/home/user"), "the project's home directory")
+	ports := flag.String("listen", ":6000,:6001", "comma-separated listen addresses")
+	flag.Parse()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, *home, strings.Split(*ports, ",")); err != nil {
+		slog.Error("project stand-in", "err", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+func run(ctx context.Context, home string, addrs []string) error {
+	marker := filepath.Join(home, ".standin-started")
+	if err := os.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
+		return fmt.Errorf("write %s: %w", marker, err)
+	}
+	h := newHandler(home)
+	errs := make(chan error, len(addrs))
+	var servers []*http.Server
+	for _, a := range addrs {
+		s := &http.Server{Addr: a, Handler: h, ReadHeaderTimeout: 10 * time.Second}
+		servers = append(servers, s)
+		go func() { errs <- s.ListenAndServe() }()
+	}
+	slog.Info("project stand-in serving", "addrs", addrs, "home", home)
+	select {
+	case <-ctx.Done():
+	case err := <-errs:
+		return err
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for _, s := range servers {
+		_ = s.Shutdown(shutdown)
+	}
+	return nil
+}
+
+// newHandler serves the stand-in's API over home.
+func newHandler(home string) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /health", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok") })
+	mux.HandleFunc("GET /file", func(w http.ResponseWriter, r *http.Request) {
+		path, err := homeFile(home, r.URL.Query().Get("name"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		data, err := os.ReadFile(path)
+		if errors.Is(err, os.ErrNotExist) {
+			http.Error(w, err.Error(), http.StatusNotFound)
+			return
+		} else if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Write(data)
+	})
+	mux.HandleFunc("POST /file", func(w http.ResponseWriter, r *http.Request) {
+		path, err := homeFile(home, r.URL.Query().Get("name"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		data, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
+		if err == nil {
+			err = os.WriteFile(path, data, 0o644)
+		}
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	})
+	mux.HandleFunc("GET /dial", func(w http.ResponseWriter, r *http.Request) {
+		addr := r.URL.Query().Get("addr")
+		timeout := 2 * time.Second
+		if v := r.URL.Query().Get("timeout"); v != "" {
+			d, err := time.ParseDuration(v)
+			if err != nil || d <= 0 || d > time.Minute {
+				http.Error(w, "timeout: want a duration in (0, 1m]", http.StatusBadRequest)
+				return
+			}
+			timeout = d
+		}
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			http.Error(w, "addr: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(dial(r.Context(), addr, timeout))
+	})
+	return mux
+}
+
+// DialResult says whether a TCP connection from the pod succeeded.
+type DialResult struct {
+	Addr      string `json:"addr"`
+	Connected bool   `json:"connected"`
+	Error     string `json:"error,omitempty"`
+}
+
+func dial(ctx context.Context, addr string, timeout time.Duration) DialResult {
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return DialResult{Addr: addr, Error: err.Error()}
+	}
+	conn.Close()
+	return DialResult{Addr: addr, Connected: true}
+}
+
+// homeFile confines name to a plain file name directly in home.
+func homeFile(home, name string) (string, error) {
+	if name == "" || name != filepath.Base(name) || name == "." || name == ".." {
+		return "", fmt.Errorf("name %q: want a plain file name", name)
+	}
+	return filepath.Join(home, name), nil
+}
