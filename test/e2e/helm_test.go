@@ -8,6 +8,7 @@ import (
 	"github.com/gruntwork-io/terratest/modules/helm"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -28,16 +29,35 @@ func TestHelmInstallEachValuesFile(t *testing.T) {
 		// skip says why a values file cannot be installed on this tier
 		// ("" = it can).
 		skip string
+		// prepare adapts the cluster and values to the tier; it returns
+		// values to set on top of the file's.
+		prepare func(t *testing.T, ns string) map[string]string
 	}{
 		{name: "defaults"},
 		{name: "kind", file: "kind.yaml"},
-		{name: "onprem", file: "onprem.yaml", skip: "needs a LoadBalancer address (helm --wait waits for status.loadBalancer) " +
-			"and a fixed projects namespace cocalc-projects shared by all installs"},
-		{name: "gke", file: "gke.yaml", skip: "needs GKE node pools (nodeSelector cloud.google.com/gke-nodepool) and a LoadBalancer address"},
+		{name: "onprem", file: "onprem.yaml", prepare: func(t *testing.T, ns string) map[string]string {
+			// helm --wait waits for the LoadBalancer Service's address: on
+			// tiers without a load balancer, the test plays MetalLB.
+			if !c.Has(cluster.LoadBalancer) {
+				fakeLoadBalancer(t, c, ns)
+			}
+			// The file names one fixed projects namespace; each install
+			// here needs its own. It is kept by helm (resource-policy), so
+			// the test deletes it.
+			projects := ns + "-projects"
+			t.Cleanup(func() {
+				if !t.Failed() {
+					_ = c.Client.CoreV1().Namespaces().Delete(contextWithTimeout(30*time.Second), projects, metav1.DeleteOptions{})
+				}
+			})
+			return map[string]string{"projects.namespace": projects}
+		}},
+		{name: "gke", file: "gke.yaml", skip: "needs GKE node pools (nodeSelector cloud.google.com/gke-nodepool), " +
+			"the StorageClasses standard-rwo/standard-rwx and a LoadBalancer address"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.skip != "" && !c.Has(cluster.LoadBalancer) {
+			if tc.skip != "" && c.Tier != cluster.TierExisting {
 				t.Skipf("values/%s does not fit the %s tier: %s", tc.file, c.Tier, tc.skip)
 			}
 			timed(t)
@@ -47,14 +67,22 @@ func TestHelmInstallEachValuesFile(t *testing.T) {
 			if tc.file != "" {
 				files = append(files, valuesFile(tc.file))
 			}
-			opts := helmOptions(t, c, ns, standinValues, files...)
+			set := standinValues
+			if tc.prepare != nil {
+				set = mergeValues(set, tc.prepare(t, ns))
+			}
+			opts := helmOptions(t, c, ns, set, files...)
 			install(t, c, ns, opts)
 
 			dep, err := c.Client.AppsV1().Deployments(ns).Get(t.Context(), serverName, metav1.GetOptions{})
 			require.NoError(t, err)
 			require.True(t, deploymentAvailable(dep), "server Deployment not available after --wait: %+v", dep.Status)
 			tpl := liveTemplate(t, c, ns)
-			require.Equal(t, ns, tpl.Namespace)
+			if want := set["projects.namespace"]; want != "" {
+				require.Equal(t, want, tpl.Namespace)
+			} else {
+				require.Equal(t, ns, tpl.Namespace)
+			}
 			require.Equal(t, releaseName, tpl.Release)
 
 			out, err := helm.RunHelmCommandAndGetOutputE(t, opts, "test", releaseName, "--timeout", "2m")
@@ -138,4 +166,34 @@ func deploymentAvailable(d *appsv1.Deployment) bool {
 		}
 	}
 	return false
+}
+
+// fakeLoadBalancer gives every LoadBalancer Service of ns an address, as a
+// cloud or MetalLB controller would: its spec.loadBalancerIP, else a
+// documentation address. Runs until the test ends.
+func fakeLoadBalancer(t *testing.T, c *cluster.Cluster, ns string) {
+	ctx, cancel := context.WithCancel(context.WithoutCancel(t.Context()))
+	t.Cleanup(cancel)
+	go func() {
+		_ = wait.PollUntilContextCancel(ctx, 200*time.Millisecond, true, func(ctx context.Context) (bool, error) {
+			svcs, err := c.Client.CoreV1().Services(ns).List(ctx, metav1.ListOptions{})
+			if err != nil {
+				return false, nil
+			}
+			for _, s := range svcs.Items {
+				if s.Spec.Type != corev1.ServiceTypeLoadBalancer || len(s.Status.LoadBalancer.Ingress) > 0 {
+					continue
+				}
+				ip := s.Spec.LoadBalancerIP //nolint:staticcheck // what the chart sets (onprem.yaml)
+				if ip == "" {
+					ip = "192.0.2.10"
+				}
+				s.Status.LoadBalancer.Ingress = []corev1.LoadBalancerIngress{{IP: ip}}
+				if _, err := c.Client.CoreV1().Services(ns).UpdateStatus(ctx, &s, metav1.UpdateOptions{}); err != nil {
+					t.Logf("fake load balancer: %v", err)
+				}
+			}
+			return false, nil
+		})
+	}()
 }
