@@ -96,6 +96,11 @@ type Footprint struct {
 	FirstError string
 }
 
+// ChurnOpTimeout bounds one stop+start of the churn load, so a start the
+// orchestrator never finishes shows up as an error instead of stalling
+// the window.
+const ChurnOpTimeout = 30 * time.Second
+
 // MeasureFootprint samples pid's RSS every 250 ms for window. With churn,
 // workers repeatedly stop and restart random projects of ids meanwhile.
 func MeasureFootprint(ctx context.Context, m Method, pid int, ids []project.ID, window time.Duration, churnWorkers int) (Footprint, error) {
@@ -121,15 +126,15 @@ func MeasureFootprint(ctx context.Context, m Method, pid int, ids []project.ID, 
 			defer wg.Done()
 			for wctx.Err() == nil {
 				id := ids[w+churnWorkers*rand.IntN(max(1, len(ids)/churnWorkers))]
-				if err := m.Stop(wctx, id); err != nil {
-					if wctx.Err() == nil {
-						fail(err)
-					}
-					continue
+				// Operations under way when the window closes finish (with
+				// a bound), so the pod count stays what the row says.
+				opCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ChurnOpTimeout)
+				err := m.Stop(opCtx, id)
+				if err == nil {
+					err = m.Start(opCtx, id)
 				}
-				// Restart even after the window closed: the pod count must
-				// stay what it was.
-				if err := m.Start(context.WithoutCancel(ctx), id); err != nil {
+				cancel()
+				if err != nil {
 					fail(err)
 					continue
 				}
