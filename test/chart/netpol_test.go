@@ -176,7 +176,7 @@ func TestNetworkPoliciesIsolateProjects(t *testing.T) {
 				external("kubelet-node", "10.128.0.5"),
 				external("ula-v6", "fd00::1"),
 				external("link-local-v6", "fe80::1"),
-				external("ipv4-mapped-private", "::ffff:10.0.0.2"),
+				external("nat64-private", "64:ff9b::a00:2"),
 			}
 			for _, cidr := range values.exceptCIDRs {
 				p := netip.MustParsePrefix(cidr)

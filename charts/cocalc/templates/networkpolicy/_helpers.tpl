@@ -48,11 +48,13 @@ Named egress/ingress rule builders for the NetworkPolicies (the z2jh pattern: on
 {{/*
 Internet egress for projects with network=outside: everything except private, shared (CGNAT), link-local
 (cloud metadata servers 169.254.169.254 and GKE's 169.254.169.252) and loopback ranges, plus admin-listed CIDRs.
-IPv6 excludes unique-local, link-local, loopback, and the IPv4-mapped/NAT64 prefixes that could reach private IPv4.
+IPv6 excludes unique-local, link-local, loopback and the NAT64 prefix that could reach private IPv4. IPv4-mapped
+addresses (::ffff:0:0/96) are not listed: the API server rejects them in ipBlock, and a socket to one sends IPv4
+packets, which the IPv4 rule already judges.
 */}}
 {{- define "cocalc.networkPolicy.internetEgressRules" -}}
 {{- $v4 := list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" "100.64.0.0/10" "169.254.0.0/16" "127.0.0.0/8" -}}
-{{- $v6 := list "fc00::/7" "fe80::/10" "::1/128" "::ffff:0:0/96" "64:ff9b::/96" -}}
+{{- $v6 := list "fc00::/7" "fe80::/10" "::1/128" "64:ff9b::/96" -}}
 {{- range .Values.networkPolicy.projects.outside.exceptCIDRs -}}
 {{- if contains ":" . -}}{{- $v6 = append $v6 . -}}{{- else -}}{{- $v4 = append $v4 . -}}{{- end -}}
 {{- end -}}
