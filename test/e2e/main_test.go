@@ -85,20 +85,15 @@ func mergeValues(maps ...map[string]string) map[string]string {
 // helmOptions are terratest options for a release in ns.
 func helmOptions(t *testing.T, c *cluster.Cluster, ns string, set map[string]string, files ...string) *helm.Options {
 	t.Helper()
-	var render []string
-	if pr := chartPostRenderer(t); pr != "" {
-		render = []string{"--post-renderer", pr}
-	}
 	return &helm.Options{
 		KubectlOptions: k8s.NewKubectlOptions("", c.KubeconfigPath, ns),
 		SetValues:      set,
 		ValuesFiles:    files,
 		Logger:         logger.Discard,
 		ExtraArgs: map[string][]string{
-			"install":  append([]string{"--wait", "--timeout", "3m"}, render...),
-			"upgrade":  append([]string{"--wait", "--timeout", "3m"}, render...),
+			"install":  {"--wait", "--timeout", "3m"},
+			"upgrade":  {"--wait", "--timeout", "3m"},
 			"rollback": {"--wait", "--timeout", "3m"},
-			"template": render,
 		},
 	}
 }
