@@ -13,7 +13,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
-	"gitlab.com/resurgo/cocalc-kubernetes/test/chart/netpoleval"
+	"gitlab.com/resurgo/cocalc-kubernetes/test/netpoleval"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podspec"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
@@ -47,12 +47,7 @@ func nsLabels(ns string) map[string]string {
 func podEndpoint(name, ns, ip string, podLabels map[string]string, spec *corev1.PodSpec) netpoleval.Endpoint {
 	e := netpoleval.Endpoint{Name: name, Namespace: ns, NamespaceLabels: nsLabels(ns), PodLabels: podLabels, IP: netip.MustParseAddr(ip)}
 	if spec != nil {
-		e.NamedPorts = map[string]int32{}
-		for _, c := range spec.Containers {
-			for _, p := range c.Ports {
-				e.NamedPorts[p.Name] = p.ContainerPort
-			}
-		}
+		e.NamedPorts = netpoleval.NamedPorts(spec)
 	}
 	return e
 }

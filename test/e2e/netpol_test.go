@@ -12,6 +12,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
+	"gitlab.com/resurgo/cocalc-kubernetes/test/netpoleval"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
@@ -77,18 +78,10 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 		require.NoError(t, err)
 		return o.Labels
 	}
-	podEndpoint := func(name string, p corev1.Pod) endpoint {
+	podEndpoint := func(name string, p corev1.Pod) netpoleval.Endpoint {
 		require.NotEmpty(t, p.Status.PodIP, "pod %s has no IP", p.Name)
-		named := map[string]corev1.ContainerPort{}
-		for _, ctr := range p.Spec.Containers {
-			for _, cp := range ctr.Ports {
-				if cp.Name != "" {
-					named[cp.Name] = cp
-				}
-			}
-		}
-		return endpoint{Name: name, Namespace: p.Namespace, NamespaceLabels: nsLabels(p.Namespace), PodLabels: p.Labels,
-			NamedPorts: named, IP: netip.MustParseAddr(p.Status.PodIP)}
+		return netpoleval.Endpoint{Name: name, Namespace: p.Namespace, NamespaceLabels: nsLabels(p.Namespace), PodLabels: p.Labels,
+			NamedPorts: netpoleval.NamedPorts(&p.Spec), IP: netip.MustParseAddr(p.Status.PodIP)}
 	}
 	onePod := func(selector string) corev1.Pod {
 		pods, err := c.Client.CoreV1().Pods(ns).List(ctx, metav1.ListOptions{LabelSelector: selector})
@@ -107,26 +100,26 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 
 	// DNS: the api tier runs no CoreDNS; a pod with its labels in the live
 	// kube-system namespace stands for it (policies select it by namespace).
-	dns := endpoint{Name: "dns", Namespace: "kube-system", NamespaceLabels: nsLabels("kube-system"),
+	dns := netpoleval.Endpoint{Name: "dns", Namespace: "kube-system", NamespaceLabels: nsLabels("kube-system"),
 		PodLabels: map[string]string{"k8s-app": "kube-dns"}, IP: netip.MustParseAddr("10.244.255.10")}
 	if pods, err := c.Client.CoreV1().Pods("kube-system").List(ctx, metav1.ListOptions{LabelSelector: "k8s-app=kube-dns"}); err == nil && len(pods.Items) > 0 && pods.Items[0].Status.PodIP != "" {
 		dns = podEndpoint("dns", pods.Items[0])
 	}
 	// The API server: the live address and port of the "kubernetes" Service's endpoints.
 	apiIP, apiPort := apiServerAddress(t, c)
-	apiserver := endpoint{Name: "apiserver", IP: apiIP}
-	metadata := endpoint{Name: "metadata", IP: metadataIP}
-	internet := endpoint{Name: "internet", IP: internetIP}
+	apiserver := netpoleval.Endpoint{Name: "apiserver", IP: apiIP}
+	metadata := netpoleval.Endpoint{Name: "metadata", IP: metadataIP}
+	internet := netpoleval.Endpoint{Name: "internet", IP: internetIP}
 
 	type target struct {
-		ep    endpoint
-		ports []connection // From is filled in per source
+		ep    netpoleval.Endpoint
+		ports []netpoleval.Connection // From is filled in per source
 	}
 	tcp, udp := corev1.ProtocolTCP, corev1.ProtocolUDP
-	ports := func(ep endpoint, pp ...any) target {
+	ports := func(ep netpoleval.Endpoint, pp ...any) target {
 		tg := target{ep: ep}
 		for i := 0; i < len(pp); i += 2 {
-			tg.ports = append(tg.ports, connection{To: ep, Port: pp[i].(int32), Protocol: pp[i+1].(corev1.Protocol)})
+			tg.ports = append(tg.ports, netpoleval.Connection{To: ep, Port: pp[i].(int32), Protocol: pp[i+1].(corev1.Protocol)})
 		}
 		return tg
 	}
@@ -141,7 +134,7 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 		ports(internet, int32(443), tcp),
 	}
 	chartPods := map[string]bool{"projectA": true, "projectB": true, "server": true, "nfs": true}
-	key := func(cn connection) string {
+	key := func(cn netpoleval.Connection) string {
 		s := cn.String()
 		s = strings.Replace(s, fmt.Sprintf("server:%d/", httpPort), "server:HTTP/", 1)
 		s = strings.Replace(s, fmt.Sprintf("server:%d/", httpsPort), "server:HTTPS/", 1)
@@ -151,14 +144,15 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 	var table strings.Builder
 	fmt.Fprintf(&table, "\n%-12s %-12s %-10s %-8s %s\n", "SOURCE", "DESTINATION", "PORT", "RESULT", "WHY")
 	rows, wrong := 0, 0
-	for _, src := range []endpoint{projectA, projectB, server, nfs, dns, apiserver, metadata, internet} {
+	for _, src := range []netpoleval.Endpoint{projectA, projectB, server, nfs, dns, apiserver, metadata, internet} {
 		for _, dst := range targets {
 			if src.Name == dst.ep.Name || (!chartPods[src.Name] && !chartPods[dst.ep.Name]) {
 				continue // no chart policy applies between two outside endpoints
 			}
 			for _, cn := range dst.ports {
 				cn.From = src
-				got := evaluate(policies.Items, cn)
+				got, err := netpoleval.Evaluate(policies.Items, cn)
+				require.NoError(t, err, "evaluate %s", cn)
 				want := designedAllowed[key(cn)]
 				result := map[bool]string{true: "allow", false: "deny"}[got.Allowed]
 				mark := ""
@@ -175,7 +169,7 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 	t.Logf("NetworkPolicy truth table over %d live policies (%d rows, %d off design):%s", len(policies.Items), rows, wrong, table.String())
 	// Every designed allowance was evaluated (a typo in designedAllowed would pass silently otherwise).
 	seen := map[string]bool{}
-	for _, src := range []endpoint{projectA, projectB, server, nfs, dns, apiserver, metadata, internet} {
+	for _, src := range []netpoleval.Endpoint{projectA, projectB, server, nfs, dns, apiserver, metadata, internet} {
 		for _, dst := range targets {
 			for _, cn := range dst.ports {
 				cn.From = src
