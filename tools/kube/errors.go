@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	utilnet "k8s.io/apimachinery/pkg/util/net"
@@ -43,4 +44,13 @@ func IsTransient(err error) bool {
 		return code == 502 || code == 503 || code == 504
 	}
 	return false
+}
+
+// clientThrottled is how client-go (rest.Request.tryThrottle) reports that
+// its client-side rate limiter gave up: the wait for a token would outlast
+// the request's context. client-go exports no error value for it.
+const clientThrottled = "client rate limiter Wait returned an error"
+
+func isClientThrottled(err error) bool {
+	return err != nil && strings.Contains(err.Error(), clientThrottled)
 }

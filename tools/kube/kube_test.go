@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -296,5 +297,59 @@ func TestIsTransient(t *testing.T) {
 		if got := IsTransient(tt.err); got != tt.want {
 			t.Errorf("IsTransient(%v) = %v, want %v", tt.err, got, tt.want)
 		}
+	}
+}
+
+// throttledErr is what client-go returns when its own QPS/Burst limiter
+// would have to wait past the request's deadline.
+var throttledErr = fmt.Errorf("client rate limiter Wait returned an error: %w", errors.New("rate: Wait(n=1) would exceed context deadline"))
+
+// A burst deeper than QPS×CallTimeout is queueing, not an API failure: the
+// request waits and queues again without using up its retries (found by
+// test/bench: 312 of 1,000 concurrent starts failed with HTTP 500).
+func TestClientThrottlingQueuesWithoutUsingRetries(t *testing.T) {
+	c, cs, clk := newClient(t)
+	calls := failTimes(cs, "create", "pods", 10, throttledErr) // more than the 4 backoff steps
+	done := make(chan error, 1)
+	go func() { _, err := c.CreatePod(context.Background(), testPod("project-a", selector)); done <- err }()
+	for {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("create after 10 throttled attempts: %v", err)
+			}
+			if got := calls.Load(); got != 11 {
+				t.Fatalf("attempts = %d, want 11", got)
+			}
+			return
+		case <-time.After(time.Millisecond):
+			if clk.HasWaiters() {
+				clk.Step(c.cfg.ThrottleRetryDelay)
+			}
+		}
+	}
+}
+
+func TestClientThrottlingEndsWithTheOperation(t *testing.T) {
+	c, cs, _ := newClient(t)
+	failTimes(cs, "create", "pods", 1000, throttledErr)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	_, err := c.CreatePod(ctx, testPod("project-a", selector))
+	if err == nil || !strings.Contains(err.Error(), "--kube-qps") {
+		t.Fatalf("err = %v, want a hint to raise --kube-qps", err)
+	}
+}
+
+func TestCacheStripsManagedFields(t *testing.T) {
+	pod := testPod("project-a", selector)
+	pod.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "cocalc-k8s", Operation: metav1.ManagedFieldsOperationUpdate}}
+	c, _, _ := newClient(t, pod)
+	got := c.Pod("project-a")
+	if got == nil {
+		t.Fatal("pod not cached")
+	}
+	if len(got.ManagedFields) != 0 {
+		t.Fatalf("cached pod keeps managedFields: %v", got.ManagedFields)
 	}
 }
