@@ -451,8 +451,14 @@ func nodesReady(client kubernetesClient, want int) func(context.Context) error {
 		if err != nil {
 			return err
 		}
+		// Usable means Ready and untainted: the node lifecycle controller
+		// removes node.kubernetes.io/not-ready a moment after Ready turns
+		// true, and pods without tolerations cannot schedule until then.
 		ready := 0
 		for _, n := range nodes.Items {
+			if len(n.Spec.Taints) > 0 {
+				continue
+			}
 			for _, c := range n.Status.Conditions {
 				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
 					ready++
@@ -460,7 +466,7 @@ func nodesReady(client kubernetesClient, want int) func(context.Context) error {
 			}
 		}
 		if ready < want {
-			return fmt.Errorf("%d of %d nodes Ready", ready, want)
+			return fmt.Errorf("%d of %d nodes Ready and untainted", ready, want)
 		}
 		return nil
 	}
