@@ -138,6 +138,15 @@ func TestServerDeployment(t *testing.T) {
 				assert.Contains(t, orch.Args, arg)
 			}
 			assert.Contains(t, mountPaths(orch), saTokenPath)
+			var memLimit *corev1.ResourceFieldSelector
+			for _, e := range orch.Env {
+				if e.Name == "GOMEMLIMIT" && e.ValueFrom != nil {
+					memLimit = e.ValueFrom.ResourceFieldRef
+				}
+			}
+			require.NotNil(t, memLimit, "orchestrator GOMEMLIMIT from its memory limit")
+			assert.Equal(t, "orchestrator", memLimit.ContainerName)
+			assert.Equal(t, "limits.memory", memLimit.Resource)
 
 			// The projected token volume is exactly what automount would give, for one container.
 			var projected *corev1.ProjectedVolumeSource
