@@ -239,8 +239,10 @@ func (o *Orchestrator) Start(ctx context.Context, id project.ID, req StartReques
 
 func (o *Orchestrator) start(ctx context.Context, id project.ID, req StartRequest, f *flight) (ProjectStatus, error) {
 	name := id.PodName()
-	// created: our create succeeded; seen: the cache has shown a pod since.
-	// A pod that disappears after both was deleted under us (a stop).
+	// created: our create succeeded; seen: the cache has processed an event
+	// about this pod since (it showed the pod, or the pod came and went
+	// before we looked: a create and a delete can arrive in one wake-up).
+	// A pod that is absent after both was deleted under us (a stop).
 	created, seen := false, false
 	for {
 		changed := o.cluster.Changed(name)
@@ -278,6 +280,9 @@ func (o *Orchestrator) start(ctx context.Context, id project.ID, req StartReques
 		}
 		select {
 		case <-changed:
+			// Our create was issued while the cache had no pod of this
+			// name, so any event for the name since is about our pod.
+			seen = seen || created
 		case <-ctx.Done():
 			return o.Status(id), o.startError(ctx, id, ctx.Err())
 		}

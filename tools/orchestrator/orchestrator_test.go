@@ -475,3 +475,26 @@ func TestRecordedRequestSurvivesForIdleTimeout(t *testing.T) {
 		t.Fatalf("%+v %v", req, err)
 	}
 }
+
+// A pod deleted so soon after our create that the cache never shows it
+// (create and delete processed in one wake-up) is a stop, reported at once,
+// not a start that waits out its whole timeout (found by test/bench churn).
+func TestPodDeletedBeforeCacheShowsItIsAStop(t *testing.T) {
+	e := newEnv(t, nil)
+	e.cs.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
+		pod := a.(k8stesting.CreateAction).GetObject().(*corev1.Pod).DeepCopy()
+		if err := e.cs.Tracker().Create(podsGVR, pod, fixture.Namespace); err != nil {
+			return true, nil, err
+		}
+		if err := e.cs.Tracker().Delete(podsGVR, fixture.Namespace, pod.Name); err != nil {
+			return true, nil, err
+		}
+		return true, pod, nil
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second) // well below the start timeout
+	defer cancel()
+	_, err := e.orch.Start(ctx, pid, StartRequest{})
+	if !errors.Is(err, ErrStoppedWhileStarting) {
+		t.Fatalf("start: %v, want ErrStoppedWhileStarting", err)
+	}
+}
