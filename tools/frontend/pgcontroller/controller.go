@@ -373,25 +373,33 @@ func (c *controller) listenOnce(ctx context.Context, connected func()) error {
 
 // scanLoop is the safety net: it enqueues every unfinished request.
 func (c *controller) scanLoop(ctx context.Context) {
-	t := time.NewTicker(c.cfg.ScanInterval)
+	every(ctx, c.cfg.ScanInterval, c.scanNow, func() {
+		ids, err := c.pendingProjects(ctx)
+		if err != nil {
+			if ctx.Err() == nil {
+				c.log.Warn("scan for action requests failed", "err", err)
+			}
+			return
+		}
+		for _, id := range ids {
+			c.enqueue(id)
+		}
+	})
+}
+
+// every runs fn each interval and whenever wake fires (wake may be nil),
+// until ctx ends.
+func every(ctx context.Context, interval time.Duration, wake <-chan struct{}, fn func()) {
+	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-c.scanNow:
+		case <-wake:
 		}
-		ids, err := c.pendingProjects(ctx)
-		if err != nil {
-			if ctx.Err() == nil {
-				c.log.Warn("scan for action requests failed", "err", err)
-			}
-			continue
-		}
-		for _, id := range ids {
-			c.enqueue(id)
-		}
+		fn()
 	}
 }
 

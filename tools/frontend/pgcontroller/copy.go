@@ -15,21 +15,13 @@ import (
 // copyLoop executes copy_paths rows one at a time (copies are I/O heavy on
 // the shared volume; KuCalc's manage-copy also rate-limits them).
 func (c *controller) copyLoop(ctx context.Context) {
-	t := time.NewTicker(c.cfg.ScanInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-c.copyNow:
-		}
+	every(ctx, c.cfg.ScanInterval, c.copyNow, func() {
 		ids, err := c.pendingCopies(ctx)
 		if err != nil {
 			if ctx.Err() == nil {
 				c.log.Warn("scan for copy requests failed", "err", err)
 			}
-			continue
+			return
 		}
 		for _, id := range ids {
 			if ctx.Err() != nil {
@@ -37,7 +29,7 @@ func (c *controller) copyLoop(ctx context.Context) {
 			}
 			c.safely("copy "+id, func() { c.handleCopy(ctx, id) })
 		}
-	}
+	})
 }
 
 func (c *controller) pendingCopies(ctx context.Context) ([]string, error) {

@@ -2,7 +2,6 @@ package pgcontroller
 
 import (
 	"context"
-	"time"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
 )
@@ -13,20 +12,13 @@ import (
 // action_request, like the hub's own idle loop does, so it goes through the
 // same exactly-once path and the hub sees why the project stopped.
 func (c *controller) idleLoop(ctx context.Context) {
-	t := time.NewTicker(c.cfg.IdleInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, c.cfg.IdleInterval, nil, func() {
 		c.safely("idle check", func() {
 			if err := c.stopIdle(ctx); err != nil && ctx.Err() == nil {
 				c.log.Warn("idle check failed", "err", err)
 			}
 		})
-	}
+	})
 }
 
 func (c *controller) stopIdle(ctx context.Context) error {
