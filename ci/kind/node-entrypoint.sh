@@ -1,20 +1,18 @@
 #!/bin/bash
 # Entry point of the offline kind node image. On hosts where docker cannot
 # grant --privileged (a VM whose capability bounding set lacks
-# CAP_SYS_RESOURCE; see docker-shim) the node runs with explicit
+# CAP_SYS_RESOURCE; see shim/docker) the node runs with explicit
 # capabilities instead, and /sys and the cgroup mounts arrive read-only:
 # remount them read-write, as --privileged would have, then hand over to
-# kind's own entrypoint. On a normal host they are already writable and
+# kind's own entrypoint. On a normal host nothing is mounted read-only and
 # this does nothing.
 set -e
-if ! touch /sys/fs/cgroup/.rw-probe 2>/dev/null; then
-  mount -o remount,rw /sys 2>/dev/null || true
-  while read -r _ target fstype _; do
-    case "$fstype" in
-      cgroup|cgroup2|tmpfs)
-        case "$target" in /sys/fs/cgroup*) mount -o remount,rw "$target" 2>/dev/null || true ;; esac ;;
-    esac
-  done < /proc/mounts
-fi
-rm -f /sys/fs/cgroup/.rw-probe 2>/dev/null || true
+while read -r _ target fstype opts _; do
+  case "$target" in
+    /sys|/sys/fs/cgroup|/sys/fs/cgroup/*)
+      case ",$opts," in
+        *,ro,*) mount -o remount,bind,rw "$target" 2>/dev/null || mount -o remount,rw "$target" 2>/dev/null || echo "node-entrypoint: cannot remount $target ($fstype) read-write" >&2 ;;
+      esac ;;
+  esac
+done < /proc/mounts
 exec /usr/local/bin/entrypoint "$@"

@@ -2,6 +2,7 @@ package cluster_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -76,8 +77,40 @@ func TestNetworkPolicyAllowsOneClientAndDeniesAnother(t *testing.T) {
 	// before expecting the denial.
 	time.Sleep(3 * time.Second)
 
-	runClient(t, c, ns, "allowed", map[string]string{"role": "allowed"}, url, corev1.PodSucceeded)
-	runClient(t, c, ns, "denied", map[string]string{"role": "denied"}, url, corev1.PodFailed)
+	// kube-router admits a new client's IP once it has seen the pod; a
+	// client that connects before that is refused, so the allowed one gets
+	// a few attempts. The denied one must fail even after the allowed one
+	// got through.
+	var phase corev1.PodPhase
+	for attempt := 1; attempt <= 6; attempt++ {
+		name := fmt.Sprintf("allowed-%d", attempt)
+		phase = runClientPhase(t, c, ns, name, map[string]string{"role": "allowed"}, url)
+		if phase == corev1.PodSucceeded {
+			break
+		}
+		time.Sleep(2 * time.Second)
+	}
+	require.Equal(t, corev1.PodSucceeded, phase, "allowed client never reached the server")
+	require.Equal(t, corev1.PodFailed, runClientPhase(t, c, ns, "denied", map[string]string{"role": "denied"}, url),
+		"denied client reached the server through the policy")
+}
+
+// runClientPhase runs a netcheck client to completion and returns its phase.
+func runClientPhase(t *testing.T, c *cluster.Cluster, ns, name string, labels map[string]string, url string) corev1.PodPhase {
+	t.Helper()
+	p := netcheckPod(name, labels, corev1.RestartPolicyNever, "get", url, "5s")
+	_, err := c.Client.CoreV1().Pods(ns).Create(t.Context(), p, metav1.CreateOptions{})
+	require.NoError(t, err)
+	var phase corev1.PodPhase
+	require.NoError(t, wait.PollUntilContextTimeout(t.Context(), 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		got, err := c.Client.CoreV1().Pods(ns).Get(ctx, name, metav1.GetOptions{})
+		if err != nil {
+			return false, err
+		}
+		phase = got.Status.Phase
+		return phase == corev1.PodSucceeded || phase == corev1.PodFailed, nil
+	}))
+	return phase
 }
 
 func runClient(t *testing.T, c *cluster.Cluster, ns, name string, labels map[string]string, url string, want corev1.PodPhase) {
