@@ -14,18 +14,16 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/httpapi"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/httpapi/httpapitest"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol/hubcontroltest"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -317,7 +315,7 @@ func TestIsInvocation(t *testing.T) {
 // TestMainOverTheHTTPAPI runs the installed entry point against the real
 // HTTP API of an orchestrator (in memory), as the 2020 compute server would.
 func TestMainOverTheHTTPAPI(t *testing.T) {
-	core := newAPIOrchestrator()
+	core := httpapitest.New()
 	srv := httptest.NewServer(httpapi.NewAPI(core, nil, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	defer srv.Close()
 	homes := t.TempDir()
@@ -330,8 +328,8 @@ func TestMainOverTheHTTPAPI(t *testing.T) {
 	if out, code := run("--kubernetes", "start", "--memory", "1500", "--network", "1", stopped); code != 0 || strings.TrimSpace(out) != "{}" {
 		t.Fatalf("start: %d %s", code, out)
 	}
-	if q := core.quota(stopped); q.MemoryMiB != 1500 || !q.Network {
-		t.Errorf("quota over the wire %+v", q)
+	if req, _ := core.Request(project.MustParse(stopped)); req.Quota.MemoryMiB != 1500 || !req.Quota.Network {
+		t.Errorf("quota over the wire %+v", req.Quota)
 	}
 	if out, code := run("--kubernetes", "status", stopped); code != 0 || !strings.Contains(out, `"ip":"10.4.0.7"`) || !strings.Contains(out, `"local_hub.port":6000`) {
 		t.Errorf("status: %d %s", code, out)
@@ -353,51 +351,3 @@ func TestMainOverTheHTTPAPI(t *testing.T) {
 		t.Errorf("unreachable orchestrator: %d %s", code, out)
 	}
 }
-
-type apiOrchestrator struct {
-	mu      sync.Mutex
-	running map[project.ID]orchestrator.StartRequest
-}
-
-func newAPIOrchestrator() *apiOrchestrator {
-	return &apiOrchestrator{running: map[project.ID]orchestrator.StartRequest{}}
-}
-
-func (o *apiOrchestrator) quota(id string) podtemplate.Quota {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	return o.running[project.MustParse(id)].Quota
-}
-
-func (o *apiOrchestrator) Start(ctx context.Context, id project.ID, req orchestrator.StartRequest) (orchestrator.ProjectStatus, error) {
-	o.mu.Lock()
-	o.running[id] = req
-	o.mu.Unlock()
-	return o.Status(id), nil
-}
-
-func (o *apiOrchestrator) Stop(ctx context.Context, id project.ID) (orchestrator.ProjectStatus, error) {
-	o.mu.Lock()
-	delete(o.running, id)
-	o.mu.Unlock()
-	return o.Status(id), nil
-}
-
-func (o *apiOrchestrator) Restart(ctx context.Context, id project.ID, req orchestrator.StartRequest) (orchestrator.ProjectStatus, error) {
-	return o.Start(ctx, id, req)
-}
-
-func (o *apiOrchestrator) Status(id project.ID) orchestrator.ProjectStatus {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if _, ok := o.running[id]; ok {
-		return orchestrator.ProjectStatus{ProjectID: id, Status: state.Status{State: state.Running, IP: "10.4.0.7"}}
-	}
-	return orchestrator.ProjectStatus{ProjectID: id, Status: state.Status{State: state.Opened}}
-}
-
-func (o *apiOrchestrator) List() []orchestrator.ProjectStatus { return nil }
-
-func (o *apiOrchestrator) Touch(id project.ID) error { return nil }
-
-func (o *apiOrchestrator) Ready() bool { return true }
