@@ -33,6 +33,7 @@ import (
 	"syscall"
 	"time"
 
+	"gitlab.com/resurgo/cocalc-kubernetes/test/standins/standin"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/httpapi"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
@@ -46,32 +47,10 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	h := newHandler(&httpapi.Client{BaseURL: *api, HTTP: &http.Client{Timeout: 5 * time.Minute}}, *homes)
-	if err := serve(ctx, h, strings.Split(*listen, ",")); err != nil {
+	if err := standin.Serve(ctx, "hub", h, strings.Split(*listen, ",")); err != nil {
 		slog.Error("hub stand-in", "err", err)
 		os.Exit(1)
 	}
-}
-
-func serve(ctx context.Context, h http.Handler, addrs []string) error {
-	errs := make(chan error, len(addrs))
-	var servers []*http.Server
-	for _, a := range addrs {
-		s := &http.Server{Addr: a, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-		servers = append(servers, s)
-		go func() { errs <- s.ListenAndServe() }()
-	}
-	slog.Info("hub stand-in serving", "addrs", addrs)
-	var err error
-	select {
-	case <-ctx.Done():
-	case err = <-errs:
-	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, s := range servers {
-		_ = s.Shutdown(shutdown)
-	}
-	return err
 }
 
 // projects is the part of the orchestrator's API client the hub uses.
@@ -158,24 +137,6 @@ func newHandler(api projects, homes string) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	}))
-	mux.HandleFunc("GET /dial", func(w http.ResponseWriter, r *http.Request) {
-		addr := r.URL.Query().Get("addr")
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			http.Error(w, "addr: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), 2*time.Second)
-		defer cancel()
-		var d net.Dialer
-		out := map[string]any{"addr": addr, "connected": false}
-		if conn, err := d.DialContext(ctx, "tcp", addr); err != nil {
-			out["error"] = err.Error()
-		} else {
-			conn.Close()
-			out["connected"] = true
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(out)
-	})
+	mux.HandleFunc("GET /dial", standin.Dial)
 	return mux
 }

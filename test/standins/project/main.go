@@ -15,13 +15,11 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"os"
 	"os/signal"
@@ -29,6 +27,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/test/standins/standin"
 )
 
 func main() {
@@ -55,26 +55,7 @@ func run(ctx context.Context, home string, addrs []string) error {
 	if err := os.WriteFile(marker, []byte(time.Now().UTC().Format(time.RFC3339)+"\n"), 0o644); err != nil {
 		return fmt.Errorf("write %s: %w", marker, err)
 	}
-	h := newHandler(home)
-	errs := make(chan error, len(addrs))
-	var servers []*http.Server
-	for _, a := range addrs {
-		s := &http.Server{Addr: a, Handler: h, ReadHeaderTimeout: 10 * time.Second}
-		servers = append(servers, s)
-		go func() { errs <- s.ListenAndServe() }()
-	}
-	slog.Info("project stand-in serving", "addrs", addrs, "home", home)
-	select {
-	case <-ctx.Done():
-	case err := <-errs:
-		return err
-	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	for _, s := range servers {
-		_ = s.Shutdown(shutdown)
-	}
-	return nil
+	return standin.Serve(ctx, "project", newHandler(home), addrs)
 }
 
 // newHandler serves the stand-in's API over home.
@@ -113,44 +94,8 @@ func newHandler(home string) http.Handler {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	})
-	mux.HandleFunc("GET /dial", func(w http.ResponseWriter, r *http.Request) {
-		addr := r.URL.Query().Get("addr")
-		timeout := 2 * time.Second
-		if v := r.URL.Query().Get("timeout"); v != "" {
-			d, err := time.ParseDuration(v)
-			if err != nil || d <= 0 || d > time.Minute {
-				http.Error(w, "timeout: want a duration in (0, 1m]", http.StatusBadRequest)
-				return
-			}
-			timeout = d
-		}
-		if _, _, err := net.SplitHostPort(addr); err != nil {
-			http.Error(w, "addr: "+err.Error(), http.StatusBadRequest)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(dial(r.Context(), addr, timeout))
-	})
+	mux.HandleFunc("GET /dial", standin.Dial)
 	return mux
-}
-
-// DialResult says whether a TCP connection from the pod succeeded.
-type DialResult struct {
-	Addr      string `json:"addr"`
-	Connected bool   `json:"connected"`
-	Error     string `json:"error,omitempty"`
-}
-
-func dial(ctx context.Context, addr string, timeout time.Duration) DialResult {
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return DialResult{Addr: addr, Error: err.Error()}
-	}
-	conn.Close()
-	return DialResult{Addr: addr, Connected: true}
 }
 
 // homeFile confines name to a plain file name directly in home.

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/test/standins/standin"
 )
 
 func TestHandler(t *testing.T) {
@@ -61,7 +63,7 @@ func TestHandler(t *testing.T) {
 	for addr, want := range map[string]bool{open: true, closed: false} {
 		code, body = get("/dial?timeout=1s&addr=" + addr)
 		require.Equal(t, 200, code)
-		var r DialResult
+		var r standin.DialResult
 		require.NoError(t, json.Unmarshal([]byte(body), &r))
 		require.Equal(t, want, r.Connected, "%s: %+v", addr, r)
 	}
