@@ -44,6 +44,15 @@ type apiTier struct {
 	mu    sync.Mutex
 	procs []*process
 
+	// lifecycle serialises restartAPIServer with stop, so a restart never
+	// launches an API server after (or while) the tier is torn down.
+	lifecycle sync.Mutex
+	stopped   bool
+	bin       string
+	// apiArgs are kube-apiserver's flags, kept so a restart runs it with
+	// exactly the same port, certificates and etcd.
+	apiArgs []string
+
 	cancelProvisioner context.CancelFunc
 	provisionerDone   chan struct{}
 }
@@ -186,6 +195,7 @@ func (t *apiTier) anyDied() error {
 
 func (t *apiTier) start(ctx context.Context, bin string, nodes int) (*Cluster, error) {
 	begin := time.Now()
+	t.bin = bin
 	for _, d := range []string{"pki", "logs", "etcd", "certs", "volumes"} {
 		if err := os.MkdirAll(t.path(d), 0o700); err != nil {
 			return nil, fmt.Errorf("create %s: %w", d, err)
@@ -238,28 +248,28 @@ func (t *apiTier) start(ctx context.Context, bin string, nodes int) (*Cluster, e
 	}
 
 	pki := t.path("pki")
-	if _, err := t.launch("kube-apiserver", bin,
-		"--etcd-servers="+etcdURL,
+	t.apiArgs = []string{
+		"--etcd-servers=" + etcdURL,
 		"--bind-address=127.0.0.1",
 		"--advertise-address=127.0.0.1",
-		"--secure-port="+strconv.Itoa(apiPort),
-		"--cert-dir="+t.path("certs"),
-		"--tls-cert-file="+filepath.Join(pki, "apiserver.crt"),
-		"--tls-private-key-file="+filepath.Join(pki, "apiserver.key"),
-		"--client-ca-file="+filepath.Join(pki, "ca.crt"),
-		"--kubelet-client-certificate="+filepath.Join(pki, "apiserver-kubelet.crt"),
-		"--kubelet-client-key="+filepath.Join(pki, "apiserver-kubelet.key"),
-		"--requestheader-client-ca-file="+filepath.Join(pki, "front-proxy-ca.crt"),
+		"--secure-port=" + strconv.Itoa(apiPort),
+		"--cert-dir=" + t.path("certs"),
+		"--tls-cert-file=" + filepath.Join(pki, "apiserver.crt"),
+		"--tls-private-key-file=" + filepath.Join(pki, "apiserver.key"),
+		"--client-ca-file=" + filepath.Join(pki, "ca.crt"),
+		"--kubelet-client-certificate=" + filepath.Join(pki, "apiserver-kubelet.crt"),
+		"--kubelet-client-key=" + filepath.Join(pki, "apiserver-kubelet.key"),
+		"--requestheader-client-ca-file=" + filepath.Join(pki, "front-proxy-ca.crt"),
 		"--requestheader-allowed-names=front-proxy-client",
 		"--requestheader-username-headers=X-Remote-User",
 		"--requestheader-group-headers=X-Remote-Group",
 		"--requestheader-extra-headers-prefix=X-Remote-Extra-",
-		"--proxy-client-cert-file="+filepath.Join(pki, "front-proxy-client.crt"),
-		"--proxy-client-key-file="+filepath.Join(pki, "front-proxy-client.key"),
+		"--proxy-client-cert-file=" + filepath.Join(pki, "front-proxy-client.crt"),
+		"--proxy-client-key-file=" + filepath.Join(pki, "front-proxy-client.key"),
 		"--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-		"--service-account-key-file="+filepath.Join(pki, "sa.pub"),
-		"--service-account-signing-key-file="+filepath.Join(pki, "sa.key"),
-		"--service-cluster-ip-range="+serviceCIDR,
+		"--service-account-key-file=" + filepath.Join(pki, "sa.pub"),
+		"--service-account-signing-key-file=" + filepath.Join(pki, "sa.key"),
+		"--service-cluster-ip-range=" + serviceCIDR,
 		"--authorization-mode=Node,RBAC",
 		// PodSecurity is in the default plugin set; listed so the intent
 		// survives a change of defaults.
@@ -269,7 +279,13 @@ func (t *apiTier) start(ctx context.Context, bin string, nodes int) (*Cluster, e
 		// kubernetes Service then has no endpoints, which no test needs.
 		"--endpoint-reconciler-type=none",
 		"--profiling=false",
-	); err != nil {
+		// On SIGTERM, answer new requests with 429 + Retry-After (clients
+		// retry) until in-flight ones drain, then give open watches 2 s
+		// instead of the request timeout (60 s): without it every stop
+		// and RestartAPIServer waited out the SIGKILL grace period.
+		"--shutdown-send-retry-after=true",
+	}
+	if _, err := t.launch(apiServerName, bin, t.apiArgs...); err != nil {
 		return nil, err
 	}
 	c, err := waitForAPI(ctx, t.path("admin.kubeconfig"), t.anyDied)
@@ -358,6 +374,7 @@ func (t *apiTier) start(ctx context.Context, bin string, nodes int) (*Cluster, e
 	c.owned = true
 	c.stop = t.stop
 	c.pids = t.pids
+	c.restartAPI = t.restartAPIServer
 	return c, nil
 }
 
@@ -374,6 +391,9 @@ func (t *apiTier) pids() []int {
 // stop ends the provisioner and every process, newest first (kwok and the
 // controllers before the API server before etcd).
 func (t *apiTier) stop(ctx context.Context) error {
+	t.lifecycle.Lock()
+	defer t.lifecycle.Unlock()
+	t.stopped = true
 	if t.cancelProvisioner != nil {
 		t.cancelProvisioner()
 		<-t.provisionerDone
@@ -384,11 +404,7 @@ func (t *apiTier) stop(ctx context.Context) error {
 	t.mu.Unlock()
 	var errs []error
 	for i := len(procs) - 1; i >= 0; i-- {
-		grace := 10 * time.Second
-		if dl, ok := ctx.Deadline(); ok && time.Until(dl) < grace {
-			grace = max(time.Until(dl), 0)
-		}
-		if err := procs[i].stop(grace); err != nil {
+		if err := procs[i].stop(stopGrace(ctx)); err != nil {
 			errs = append(errs, err)
 		}
 	}
@@ -398,6 +414,16 @@ func (t *apiTier) stop(ctx context.Context) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// stopGrace is how long a process gets between SIGTERM and SIGKILL: 10 s,
+// or what is left of ctx.
+func stopGrace(ctx context.Context) time.Duration {
+	grace := 10 * time.Second
+	if dl, ok := ctx.Deadline(); ok && time.Until(dl) < grace {
+		grace = max(time.Until(dl), 0)
+	}
+	return grace
 }
 
 // httpOK checks that url answers 200.

@@ -105,6 +105,9 @@ type Cluster struct {
 	owned bool // false when reusing a cluster someone else runs
 	stop  func(ctx context.Context) error
 	pids  func() []int // control-plane processes this process runs (api tier)
+	// restartAPI restarts kube-apiserver in place (api tier started by
+	// this process); nil where the tier cannot.
+	restartAPI func(ctx context.Context) error
 }
 
 // TierFromEnv returns the tier selected by COCALC_TEST_TIER (default api).
