@@ -295,9 +295,3 @@ func TestOrchestratorSIGKILLMidStartLosesAndDuplicatesNothing(t *testing.T) {
 		require.Equal(t, 1, created.count(id), "pods ever created for %s (a pod created before the kill must be adopted, not replaced)", id)
 	}
 }
-
-func TestOrchestratorSurvivesAPIServerRestart(t *testing.T) {
-	c := cluster.Get(t)
-	t.Skipf("the cluster package (%s tier) exposes no way to restart kube-apiserver; needed: a (*cluster.Cluster).RestartAPIServer(ctx) "+
-		"that stops and starts the apiserver process on the same port and certificates", c.Tier)
-}
