@@ -107,7 +107,7 @@ type Cluster struct {
 	pids  func() []int // control-plane processes this process runs (api tier)
 	// restartAPI restarts kube-apiserver in place (api tier started by
 	// this process); nil where the tier cannot.
-	restartAPI func(ctx context.Context) error
+	restartAPI func(ctx context.Context, opts restartOptions) error
 }
 
 // TierFromEnv returns the tier selected by COCALC_TEST_TIER (default api).

@@ -115,6 +115,16 @@ func (p *process) stop(grace time.Duration) error {
 	return nil
 }
 
+// kill SIGKILLs the process group at once (no graceful shutdown: a crash)
+// and waits for the exit.
+func (p *process) kill() {
+	if done, _ := p.exited(); done {
+		return
+	}
+	_ = syscall.Kill(-p.Pid(), syscall.SIGKILL)
+	<-p.done
+}
+
 // tail returns the last n bytes of a log file, for error messages.
 func tail(path string, n int64) string {
 	f, err := os.Open(path)

@@ -38,27 +38,51 @@ func (c *Cluster) CanRestartAPIServer() error {
 	return fmt.Errorf("restart the API server of the %s cluster %s: %w: %s", c.Tier, c.Name, ErrUnsupported, why)
 }
 
+// RestartOption changes how RestartAPIServer takes the API server down.
+type RestartOption func(*restartOptions)
+
+type restartOptions struct {
+	crash    bool
+	downtime time.Duration
+}
+
+// WithCrash SIGKILLs the API server instead of shutting it down
+// gracefully: connections and watches break mid-request, as on a crash or
+// an OOM kill.
+func WithCrash() RestartOption { return func(o *restartOptions) { o.crash = true } }
+
+// WithDowntime keeps the API server down for d before starting it again
+// (an outage longer than clients' own retries).
+func WithDowntime(d time.Duration) RestartOption {
+	return func(o *restartOptions) { o.downtime = d }
+}
+
 // RestartAPIServer stops kube-apiserver (SIGTERM, SIGKILL after a grace
-// period) and starts it again with the same flags, port, certificates and
-// etcd, then waits until /readyz answers. etcd keeps running, so every
-// object survives; clients see the outage a real control-plane upgrade or
-// crash causes (refused connections, broken watches) and the same server
-// afterwards. Existing clients (c.Client, kubeconfigs) keep working.
+// period; see the options) and starts it again with the same flags, port,
+// certificates and etcd, then waits until /readyz answers. etcd keeps
+// running, so every object survives; clients see the outage a real
+// control-plane upgrade or crash causes (429s while it drains, refused
+// connections, broken watches) and the same server afterwards. Existing
+// clients (c.Client, kubeconfigs, ServiceAccount tokens) keep working.
 //
 // Only an api-tier cluster this process started can do this; elsewhere the
 // error wraps ErrUnsupported (see CanRestartAPIServer).
-func (c *Cluster) RestartAPIServer(ctx context.Context) error {
+func (c *Cluster) RestartAPIServer(ctx context.Context, opts ...RestartOption) error {
 	if err := c.CanRestartAPIServer(); err != nil {
 		return err
 	}
-	return c.restartAPI(ctx)
+	var o restartOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
+	return c.restartAPI(ctx, o)
 }
 
 // restartAPIServer replaces the kube-apiserver process with a new one run
 // from the same flags. The new process takes the old one's place in the
 // process list, so Stop still stops it (before etcd) and pids reports it;
 // it is started like every child (own process group, parent-death signal).
-func (t *apiTier) restartAPIServer(ctx context.Context) error {
+func (t *apiTier) restartAPIServer(ctx context.Context, opts restartOptions) error {
 	t.lifecycle.Lock()
 	defer t.lifecycle.Unlock()
 	if t.stopped {
@@ -81,14 +105,26 @@ func (t *apiTier) restartAPIServer(ctx context.Context) error {
 	}
 
 	begin := time.Now()
-	if err := old.stop(stopGrace(ctx)); err != nil {
+	how := "stopped"
+	if opts.crash {
+		how = "killed"
+		old.kill()
+	} else if err := old.stop(stopGrace(ctx)); err != nil {
 		return fmt.Errorf("restart kube-apiserver: stop pid %d: %w", old.Pid(), err)
 	}
-	t.logf("api tier: kube-apiserver (pid %d) stopped after %s", old.Pid(), time.Since(begin).Round(time.Millisecond))
+	t.logf("api tier: kube-apiserver (pid %d) %s after %s", old.Pid(), how, time.Since(begin).Round(time.Millisecond))
+	if opts.downtime > 0 {
+		// Cut short if ctx ends; the server is started again anyway, so a
+		// shared cluster is not left without one.
+		select {
+		case <-ctx.Done():
+		case <-time.After(opts.downtime):
+		}
+	}
 	logPath := t.path("logs", apiServerName+".log")
 	// The new process appends to the same log: mark where it begins.
 	if f, err := os.OpenFile(logPath, os.O_WRONLY|os.O_APPEND, 0o600); err == nil {
-		fmt.Fprintf(f, "\n==== test/cluster: kube-apiserver restarted at %s (old pid %d) ====\n", time.Now().UTC().Format(time.RFC3339Nano), old.Pid())
+		fmt.Fprintf(f, "\n==== test/cluster: kube-apiserver restarted at %s (old pid %d %s) ====\n", time.Now().UTC().Format(time.RFC3339Nano), old.Pid(), how)
 		f.Close()
 	}
 

@@ -16,7 +16,7 @@ import (
 )
 
 func TestRestartAPIServerUnsupported(t *testing.T) {
-	restartable := func(context.Context) error { return nil }
+	restartable := func(context.Context, restartOptions) error { return nil }
 	tests := []struct {
 		name    string
 		cluster *Cluster
@@ -73,7 +73,8 @@ func rolePids(t *testing.T, c *Cluster) map[string]int {
 }
 
 // TestRestartAPIServerKeepsStateAndProcessHandling restarts the API server
-// of a private api tier twice and checks: the same client answers again,
+// of a private api tier twice (gracefully, then as a crash with an outage)
+// and checks: the same client answers again,
 // objects made before survive and new ones can be made, the old process is
 // gone and the new one is a tracked child of the test (so Stop still ends
 // everything), and the other components keep running.
@@ -103,7 +104,15 @@ func TestRestartAPIServerKeepsStateAndProcessHandling(t *testing.T) {
 	require.NoError(t, err)
 
 	allPids := map[int]bool{}
-	for round := 1; round <= 2; round++ {
+	rounds := []struct {
+		how  string
+		opts []RestartOption
+	}{
+		{"stopped", nil},
+		{"killed", []RestartOption{WithCrash(), WithDowntime(time.Second)}},
+	}
+	for i, tc := range rounds {
+		round := i + 1
 		old := rolePids(t, c)
 		require.Len(t, old, 5, "etcd, apiserver, controller-manager, scheduler, kwok: %v", old)
 		oldAPI := old[apiServerName]
@@ -112,7 +121,11 @@ func TestRestartAPIServerKeepsStateAndProcessHandling(t *testing.T) {
 			allPids[pid] = true
 		}
 
-		require.NoError(t, c.RestartAPIServer(ctx), "round %d", round)
+		begin := time.Now()
+		require.NoError(t, c.RestartAPIServer(ctx, tc.opts...), "round %d", round)
+		if tc.how == "killed" {
+			require.GreaterOrEqual(t, time.Since(begin), time.Second, "WithDowntime must keep the server down")
+		}
 
 		require.False(t, running(oldAPI), "round %d: old kube-apiserver pid %d still running", round, oldAPI)
 		now := rolePids(t, c)
@@ -145,6 +158,8 @@ func TestRestartAPIServerKeepsStateAndProcessHandling(t *testing.T) {
 	log, err := os.ReadFile(c.StateDir + "/logs/" + apiServerName + ".log")
 	require.NoError(t, err)
 	require.Equal(t, 2, strings.Count(string(log), "kube-apiserver restarted at"), "the log marks each restart")
+	require.Equal(t, 1, strings.Count(string(log), " stopped) ===="), "graceful restart")
+	require.Equal(t, 1, strings.Count(string(log), " killed) ===="), "crash restart")
 
 	require.NoError(t, c.Stop(ctx))
 	stopped = true

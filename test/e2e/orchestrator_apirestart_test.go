@@ -85,7 +85,7 @@ func untilDone(ctx context.Context, r *orchestratedRelease, op projectOp) opOutc
 		if err == nil {
 			err = fmt.Errorf("answered %s, want %s", st.State, op.want())
 		}
-		out.failures = append(out.failures, err.Error())
+		out.failures = append(out.failures, shorten(err.Error(), 300))
 		if time.Now().After(deadline) {
 			out.err = fmt.Errorf("%s: not done after %d attempts in %s: %w", op, out.attempts, hubRetryFor, err)
 			return out
@@ -123,6 +123,14 @@ func waitAPIServerDown(ctx context.Context, c *cluster.Cluster) error {
 	})
 }
 
+// shorten cuts s to n bytes for the log (errors repeat the pod URL).
+func shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
 func newProjectIDs(n int) []project.ID {
 	out := make([]project.ID, n)
 	for i := range out {
@@ -139,6 +147,11 @@ func newProjectIDs(n int) []project.ID {
 // running project and none for stopped ones, the orchestrator must be the
 // same process, and its pod cache must follow changes made after the
 // restart (its watch was re-established, not silently lost).
+//
+// Two restarts: a graceful one (SIGTERM: 429s while the server drains,
+// then a few seconds of refused connections) and a crash with an outage
+// longer than the orchestrator's own API retries, so that requests do fail
+// and are retried by the caller.
 func TestOrchestratorSurvivesAPIServerRestart(t *testing.T) {
 	timed(t)
 	c := cluster.Get(t)
@@ -148,6 +161,26 @@ func TestOrchestratorSurvivesAPIServerRestart(t *testing.T) {
 		}
 		t.Skip(err.Error())
 	}
+	tests := []struct {
+		name string
+		opts []cluster.RestartOption
+		// mustRetry: the outage outlasts the orchestrator's retries of
+		// one API call (≈3 s), so some operation must have failed and
+		// been retried, else this case did not test what it claims.
+		mustRetry bool
+	}{
+		{name: "graceful"},
+		{name: "crash with 10s outage", opts: []cluster.RestartOption{cluster.WithCrash(), cluster.WithDowntime(10 * time.Second)}, mustRetry: true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			timed(t)
+			survivesAPIServerRestart(t, c, tc.mustRetry, tc.opts...)
+		})
+	}
+}
+
+func survivesAPIServerRestart(t *testing.T, c *cluster.Cluster, mustRetry bool, opts ...cluster.RestartOption) {
 	r := installForOrchestrator(t, c, "orch-apirestart")
 	ctx := t.Context()
 	orchPid := r.orch.cmd.Process.Pid
@@ -186,7 +219,7 @@ func TestOrchestratorSurvivesAPIServerRestart(t *testing.T) {
 	restarted := make(chan error, 1)
 	begin := time.Now()
 	issue(before)
-	go func() { restarted <- c.RestartAPIServer(ctx) }()
+	go func() { restarted <- c.RestartAPIServer(ctx, opts...) }()
 	require.NoError(t, waitAPIServerDown(ctx, c), "the API server never went down")
 	t.Logf("API server down %v after the restart began; issuing %d more operations", time.Since(begin).Round(time.Millisecond), len(during))
 	issue(during)
@@ -198,12 +231,15 @@ func TestOrchestratorSurvivesAPIServerRestart(t *testing.T) {
 	for o := range outcomes {
 		if len(o.failures) > 0 {
 			retried++
-			t.Logf("%s: %d attempts; failures: %s", o.op, o.attempts, strings.Join(o.failures, " | "))
+			t.Logf("%s: %d attempts; failures:\n\t%s", o.op, o.attempts, strings.Join(o.failures, "\n\t"))
 		}
 		require.NoError(t, o.err)
 	}
 	t.Logf("all %d operations done %v after the restart began (%d needed a retry)",
 		len(before)+len(during), time.Since(begin).Round(time.Millisecond), retried)
+	if mustRetry {
+		require.NotZero(t, retried, "no operation failed during the outage: lengthen it beyond the orchestrator's API retries")
+	}
 
 	// The same orchestrator process answered everything: it did not crash
 	// (and was not restarted by anyone).
