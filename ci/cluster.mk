@@ -26,7 +26,7 @@ cluster-api: kube-bin test-cluster ## start the api tier (real control plane, kw
 	$(TEST_CLUSTER) up -tier=api
 
 .PHONY: cluster-kind
-cluster-kind: ## build the offline kind node image (cached) and create the kind cluster
+cluster-kind: test-cluster ## build the offline kind node image (cached) and create the kind cluster
 	ci/kind/cluster-up.sh
 
 .PHONY: up
@@ -41,5 +41,6 @@ down: test-cluster ## stop the clusters `make cluster-*` started
 	@if [ -x ci/kind/cluster-down.sh ]; then ci/kind/cluster-down.sh; fi
 
 .PHONY: test-kind
-test-kind: tools ## the test suites against the kind cluster (make cluster-kind first)
+test-kind: tools test-cluster ## the test suites against the kind cluster (make cluster-kind first)
+	$(TEST_CLUSTER) load-images
 	COCALC_TEST_TIER=kind $(GO) test -count=1 -timeout 60m ./test/...

@@ -1,8 +1,14 @@
 // Command test-cluster runs the test clusters for developers and CI:
 //
-//	test-cluster up   [-tier api] [-foreground]  start one, record it under .cache/cluster/<tier>
-//	test-cluster down [-tier api]                stop it
-//	test-cluster env  [-tier api]                print `export KUBECONFIG=...`
+//	test-cluster up   [-tier api|kind] [-foreground] start one, record it under .cache/cluster/<tier>
+//	test-cluster down [-tier api|kind]              stop it
+//	test-cluster env  [-tier api|kind]              print `export KUBECONFIG=...`
+//	test-cluster load-images                        rebuild the kind tier's test images and load them
+//
+// `up -tier=kind` creates a kind cluster with the kind library from the
+// node image ci/kind builds offline (-node-image to use another, e.g.
+// kindest/node), applies kube-router for NetworkPolicy enforcement and
+// loads the stand-in and orchestrator images built from this repository.
 //
 // `up` for the api tier starts a supervisor in the background (the control
 // plane's processes are its children, it runs the api tier's volume
@@ -36,13 +42,20 @@ func main() {
 	foreground := fs.Bool("foreground", false, "up: keep running in this terminal until interrupted")
 	nodes := fs.Int("nodes", 3, "up: simulated nodes (api tier)")
 	timeout := fs.Duration("timeout", 3*time.Minute, "up: how long to wait for the cluster")
+	nodeImage := fs.String("node-image", "", "up -tier=kind: node image (default cocalc.local/kind-node:<pinned version>, built by ci/kind)")
 	_ = fs.Parse(os.Args[2:])
 
 	var err error
 	switch os.Args[1] {
 	case "up":
+		switch cluster.Tier(*tier) {
+		case cluster.TierAPI:
+		case cluster.TierKind:
+			err = upKind(*nodeImage, *timeout+5*time.Minute)
+		default:
+			err = fmt.Errorf("up -tier=%s: want api or kind", *tier)
+		}
 		if cluster.Tier(*tier) != cluster.TierAPI {
-			err = fmt.Errorf("up -tier=%s: only the api tier is started by this command (the kind tier: make cluster-kind)", *tier)
 			break
 		}
 		if *foreground {
@@ -51,7 +64,13 @@ func main() {
 			err = upDetached(*nodes, *timeout)
 		}
 	case "down":
-		err = down(cluster.Tier(*tier))
+		if cluster.Tier(*tier) == cluster.TierKind {
+			err = downKind()
+		} else {
+			err = down(cluster.Tier(*tier))
+		}
+	case "load-images":
+		err = reloadKindImages(*timeout)
 	case "env":
 		err = printEnv(cluster.Tier(*tier))
 	default:
@@ -64,7 +83,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: test-cluster up|down|env [-tier api|kind] [-foreground] [-nodes N]")
+	fmt.Fprintln(os.Stderr, "usage: test-cluster up|down|env|load-images [-tier api|kind] [-foreground] [-nodes N] [-node-image REF]")
 	os.Exit(2)
 }
 

@@ -1,0 +1,127 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
+)
+
+// kindName is the kind cluster's name (its node: cocalc-control-plane).
+const kindName = "cocalc"
+
+// kindImages are built from this repository and loaded into the node:
+// what values/kind.yaml names, plus nothing else. The orchestrator image
+// is the same static binary tools/images/orchestrator/Dockerfile builds.
+var kindImages = []cluster.GoImage{
+	{Ref: "cocalc-kubernetes/hub-standin:dev", Package: "./test/standins/hub", Binary: "/hub", User: "2001:2001"},
+	{Ref: "cocalc-kubernetes/project-standin:dev", Package: "./test/standins/project", Binary: "/project", User: "2001:2001"},
+	{Ref: "cocalc-kubernetes/orchestrator:dev", Package: "./tools/cmd/cocalc-k8s", Binary: "/cocalc-k8s", User: "2001:2001"},
+}
+
+// upKind creates the kind cluster from the node image ci/kind/images.sh
+// built (or -node-image, e.g. kindest/node where a registry is reachable),
+// with kube-router enforcing NetworkPolicies and the test images loaded.
+func upKind(nodeImage string, timeout time.Duration) error {
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		return err
+	}
+	dir, err := cluster.SharedStateDir(cluster.TierKind)
+	if err != nil {
+		return err
+	}
+	if nodeImage == "" {
+		v, err := pinnedKubernetesVersion(root)
+		if err != nil {
+			return err
+		}
+		nodeImage = "cocalc.local/kind-node:" + v
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	logf := func(format string, args ...any) { slog.Info(fmt.Sprintf(format, args...)) }
+	if err := cluster.EnsureDocker(ctx, filepath.Join(root, ".cache", "kind", "dockerd.log"), logf); err != nil {
+		return err
+	}
+	if err := cluster.BuildGoImages(ctx, root, kindImages, logf); err != nil {
+		return err
+	}
+	refs := make([]string, len(kindImages))
+	for i, img := range kindImages {
+		refs[i] = img.Ref
+	}
+	t0 := time.Now()
+	c, err := cluster.CreateKind(ctx, cluster.KindOptions{
+		Name:          kindName,
+		NodeImage:     nodeImage,
+		StateDir:      dir,
+		Manifests:     []string{filepath.Join(root, "ci", "kind", "kube-router.yaml")},
+		Images:        refs,
+		DockerShimDir: filepath.Join(root, "ci", "kind", "shim"),
+		ProbeImage:    "cocalc.local/debian-rootfs:latest",
+		Logf:          logf,
+	})
+	if err != nil {
+		return err
+	}
+	logf("kind cluster %s ready in %s", c.Name, time.Since(t0).Round(time.Second))
+	fmt.Printf("export KUBECONFIG=%s\n", c.KubeconfigPath)
+	return nil
+}
+
+// reloadKindImages rebuilds the test images and loads them into the
+// running kind cluster (after a source change; `make test-kind` does this).
+func reloadKindImages(timeout time.Duration) error {
+	root, err := cluster.RepoRoot()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	logf := func(format string, args ...any) { slog.Info(fmt.Sprintf(format, args...)) }
+	if err := cluster.BuildGoImages(ctx, root, kindImages, logf); err != nil {
+		return err
+	}
+	refs := make([]string, len(kindImages))
+	for i, img := range kindImages {
+		refs[i] = img.Ref
+	}
+	return cluster.LoadImages(ctx, kindName, refs...)
+}
+
+func downKind() error {
+	dir, err := cluster.SharedStateDir(cluster.TierKind)
+	if err != nil {
+		return err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	logf := func(format string, args ...any) { slog.Info(fmt.Sprintf(format, args...)) }
+	return cluster.DeleteKind(ctx, kindName, dir, logf)
+}
+
+// pinnedKubernetesVersion reads the k8s.io/kubernetes version the cluster
+// binaries are built from (ci/tools/kube/go.mod).
+func pinnedKubernetesVersion(root string) (string, error) {
+	path := filepath.Join(root, "ci", "tools", "kube", "go.mod")
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		fields := strings.Fields(strings.TrimPrefix(strings.TrimSpace(s.Text()), "require "))
+		if len(fields) >= 2 && fields[0] == "k8s.io/kubernetes" {
+			return fields[1], nil
+		}
+	}
+	return "", fmt.Errorf("%s: no k8s.io/kubernetes requirement", path)
+}
