@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -61,12 +62,9 @@ type hostQuirks struct {
 
 func detectQuirks(ctx context.Context, probeImage string) (hostQuirks, error) {
 	var q hostQuirks
-	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--privileged", "--entrypoint", "/bin/true", probeImage).CombinedOutput()
-	if err != nil {
-		if !strings.Contains(string(out), "apply caps") {
-			return q, fmt.Errorf("docker run --privileged %s: %v: %s", probeImage, err, out)
-		}
-		q.privilegedFails = true
+	var err error
+	if q.privilegedFails, err = privilegedFails(ctx, probeImage); err != nil {
+		return q, err
 	}
 	capBnd, err := boundingSet()
 	if err != nil {
@@ -80,6 +78,57 @@ func detectQuirks(ctx context.Context, probeImage string) (hostQuirks, error) {
 	}
 	q.cgroupV1 = fs.Type != unix.CGROUP2_SUPER_MAGIC
 	return q, nil
+}
+
+// privilegedFails probes whether `docker run --privileged` fails here
+// because the host withholds a capability.
+func privilegedFails(ctx context.Context, probeImage string) (bool, error) {
+	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--privileged", "--entrypoint", "/bin/true", probeImage).CombinedOutput()
+	if err == nil {
+		return false, nil
+	}
+	if strings.Contains(string(out), "apply caps") {
+		return true, nil
+	}
+	return false, fmt.Errorf("docker run --privileged %s: %v: %s", probeImage, err, out)
+}
+
+// UseDockerShimIfNeeded makes the kind library's docker calls go through
+// the shim in shimDir when `docker run --privileged` fails here (kind's
+// `docker exec --privileged` fails the same way), for commands that talk
+// to an existing cluster (image loading).
+func UseDockerShimIfNeeded(ctx context.Context, shimDir, probeImage string) error {
+	fails, err := privilegedFails(ctx, probeImage)
+	if err != nil || !fails {
+		return err
+	}
+	return useDockerShim(shimDir)
+}
+
+// ProbeImage is the small local image (ci/kind/rootfs.sh) the probe of
+// `docker run --privileged` runs.
+const ProbeImage = "cocalc.local/debian-rootfs:latest"
+
+// DockerShimDir is the repository's docker shim (ci/kind/shim).
+func DockerShimDir(root string) string { return filepath.Join(root, "ci", "kind", "shim") }
+
+var kindDocker struct {
+	once sync.Once
+	err  error
+}
+
+// prepareKindDocker applies the docker shim once per process when this
+// host needs it, for calls into a running kind node.
+func prepareKindDocker(ctx context.Context) error {
+	kindDocker.once.Do(func() {
+		root, err := RepoRoot()
+		if err != nil {
+			kindDocker.err = err
+			return
+		}
+		kindDocker.err = UseDockerShimIfNeeded(ctx, DockerShimDir(root), ProbeImage)
+	})
+	return kindDocker.err
 }
 
 // boundingSet reads this process's capability bounding set.

@@ -4,13 +4,17 @@
 // does. It serves, on each --listen address:
 //
 //	GET  /health                          "ok"
-//	POST /projects/{id}/start             start through the orchestrator (JSON status)
+//	POST /projects/{id}/start             start through the orchestrator (JSON status);
+//	                                      the optional JSON body is the start request (quota, env)
 //	POST /projects/{id}/stop              stop through the orchestrator
 //	GET  /projects/{id}/status            the orchestrator's status
 //	     /projects/{id}/raw/{path...}     reverse proxy to the project's raw port (6001)
 //	     /projects/{id}/hub/{path...}     reverse proxy to the project's hub port (6000)
 //	POST /projects/{id}/file?name=N       writes the body to <homes>/<id>/N (shared storage)
 //	GET  /dial?addr=H:P                   a TCP connection from the server pod
+//
+// Run as `chown` (the image installs it as /bin/chown too) it changes a
+// path's owner, for the chart's homes-owner init container.
 package main
 
 import (
@@ -40,9 +44,12 @@ import (
 )
 
 func main() {
+	if filepath.Base(os.Args[0]) == "chown" {
+		os.Exit(chownMain(os.Args[1:]))
+	}
 	listen := flag.String("listen", ":8080,:8443", "comma-separated listen addresses (the chart's http and https ports)")
-	api := flag.String("orchestrator", "http://127.0.0.1:8470", "the orchestrator's project API")
-	homes := flag.String("homes", "/projects/home", "project homes as mounted in the server pod")
+	api := flag.String("orchestrator", envOr("COCALC_K8S_API", "http://127.0.0.1:8470"), "the orchestrator's project API (the chart sets COCALC_K8S_API)")
+	homes := flag.String("homes", envOr("COCALC_PROJECTS_HOME", "/projects/home"), "project homes as mounted in the server pod (the chart sets COCALC_PROJECTS_HOME)")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -87,7 +94,18 @@ func newHandler(api projects, homes string) http.Handler {
 		json.NewEncoder(w).Encode(st)
 	}
 	mux.HandleFunc("POST /projects/{id}/start", withID(func(w http.ResponseWriter, r *http.Request, id project.ID) {
-		st, err := api.Start(r.Context(), id, orchestrator.StartRequest{})
+		// The body, if any, is the start request (quota, env) as the
+		// orchestrator's API takes it; empty means the template defaults.
+		var req orchestrator.StartRequest
+		body, err := io.ReadAll(io.LimitReader(r.Body, 1<<16))
+		if err == nil && len(strings.TrimSpace(string(body))) > 0 {
+			err = json.Unmarshal(body, &req)
+		}
+		if err != nil {
+			http.Error(w, "start request: "+err.Error(), http.StatusBadRequest)
+			return
+		}
+		st, err := api.Start(r.Context(), id, req)
 		reply(w, st, err)
 	}))
 	mux.HandleFunc("POST /projects/{id}/stop", withID(func(w http.ResponseWriter, r *http.Request, id project.ID) {
@@ -139,4 +157,11 @@ func newHandler(api projects, homes string) http.Handler {
 	}))
 	mux.HandleFunc("GET /dial", standin.Dial)
 	return mux
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
 }

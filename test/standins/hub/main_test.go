@@ -26,6 +26,7 @@ import (
 type fakeProjects struct {
 	mu      sync.Mutex
 	running map[project.ID]bool
+	lastReq orchestrator.StartRequest
 	ip      string
 	port    int
 }
@@ -39,10 +40,11 @@ func (f *fakeProjects) status(id project.ID) orchestrator.ProjectStatus {
 	return st
 }
 
-func (f *fakeProjects) Start(_ context.Context, id project.ID, _ orchestrator.StartRequest) (orchestrator.ProjectStatus, error) {
+func (f *fakeProjects) Start(_ context.Context, id project.ID, req orchestrator.StartRequest) (orchestrator.ProjectStatus, error) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	f.running[id] = true
+	f.lastReq = req
 	return f.status(id), nil
 }
 
@@ -109,6 +111,15 @@ func TestHubStandin(t *testing.T) {
 	require.Contains(t, body, `"state":"opened"`)
 	code, _ = do("POST", "/projects/not-a-uuid/start", "")
 	require.Equal(t, http.StatusBadRequest, code)
+
+	// A start body is the orchestrator's start request, passed through;
+	// a malformed one is refused, not replaced by the defaults.
+	code, _ = do("POST", "/projects/"+string(id)+"/start", `{"quota":{"network":true,"idleTimeoutSeconds":10}}`)
+	require.Equal(t, 200, code)
+	require.True(t, fake.lastReq.Quota.Network)
+	require.EqualValues(t, 10, fake.lastReq.Quota.IdleTimeoutSeconds)
+	code, body = do("POST", "/projects/"+string(id)+"/start", `{"quota":`)
+	require.Equal(t, http.StatusBadRequest, code, body)
 
 	code, body = do("GET", "/dial?addr="+pod.Listener.Addr().String(), "")
 	require.Equal(t, 200, code)

@@ -32,7 +32,8 @@ import (
 )
 
 func main() {
-	home := flag.String("home", envOr("HOME", "/home/user"), "the project's home directory")
+	// Not $HOME: runtimes set HOME=/ for an image without /etc/passwd.
+	home := flag.String("home", "/home/user", "the project's home directory (where the chart mounts it)")
 	ports := flag.String("listen", ":6000,:6001", "comma-separated listen addresses")
 	flag.Parse()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -41,13 +42,6 @@ func main() {
 		slog.Error("project stand-in", "err", err)
 		os.Exit(1)
 	}
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
 }
 
 func run(ctx context.Context, home string, addrs []string) error {

@@ -20,9 +20,17 @@ const kindName = "cocalc"
 // what values/kind.yaml names, plus nothing else. The orchestrator image
 // is the same static binary tools/images/orchestrator/Dockerfile builds.
 var kindImages = []cluster.GoImage{
-	{Ref: "cocalc-kubernetes/hub-standin:dev", Package: "./test/standins/hub", Binary: "/hub", User: "2001:2001"},
+	{Ref: "cocalc-kubernetes/hub-standin:dev", Package: "./test/standins/hub", Binary: "/hub", Aliases: []string{"/bin/chown"}, User: "2001:2001"},
 	{Ref: "cocalc-kubernetes/project-standin:dev", Package: "./test/standins/project", Binary: "/project", User: "2001:2001"},
 	{Ref: "cocalc-kubernetes/orchestrator:dev", Package: "./tools/cmd/cocalc-k8s", Binary: "/cocalc-k8s", User: "2001:2001"},
+}
+
+func imageRefs() []string {
+	refs := make([]string, len(kindImages))
+	for i, img := range kindImages {
+		refs[i] = img.Ref
+	}
+	return refs
 }
 
 // upKind creates the kind cluster from the node image ci/kind/images.sh
@@ -53,19 +61,15 @@ func upKind(nodeImage string, timeout time.Duration) error {
 	if err := cluster.BuildGoImages(ctx, root, kindImages, logf); err != nil {
 		return err
 	}
-	refs := make([]string, len(kindImages))
-	for i, img := range kindImages {
-		refs[i] = img.Ref
-	}
 	t0 := time.Now()
 	c, err := cluster.CreateKind(ctx, cluster.KindOptions{
 		Name:          kindName,
 		NodeImage:     nodeImage,
 		StateDir:      dir,
 		Manifests:     []string{filepath.Join(root, "ci", "kind", "kube-router.yaml")},
-		Images:        refs,
-		DockerShimDir: filepath.Join(root, "ci", "kind", "shim"),
-		ProbeImage:    "cocalc.local/debian-rootfs:latest",
+		Images:        imageRefs(),
+		DockerShimDir: cluster.DockerShimDir(root),
+		ProbeImage:    cluster.ProbeImage,
 		Logf:          logf,
 	})
 	if err != nil {
@@ -89,11 +93,10 @@ func reloadKindImages(timeout time.Duration) error {
 	if err := cluster.BuildGoImages(ctx, root, kindImages, logf); err != nil {
 		return err
 	}
-	refs := make([]string, len(kindImages))
-	for i, img := range kindImages {
-		refs[i] = img.Ref
+	if err := cluster.UseDockerShimIfNeeded(ctx, cluster.DockerShimDir(root), cluster.ProbeImage); err != nil {
+		return err
 	}
-	return cluster.LoadImages(ctx, kindName, refs...)
+	return cluster.LoadImages(ctx, kindName, imageRefs()...)
 }
 
 func downKind() error {

@@ -1,0 +1,115 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"strings"
+
+	kindcluster "sigs.k8s.io/kind/pkg/cluster"
+	"sigs.k8s.io/kind/pkg/cluster/nodes"
+)
+
+// OutsideHost is a stand-in for hosts beyond the cluster (the internet, a
+// cloud metadata server): a network namespace made inside the kind node,
+// holding the given addresses, reached from pods through a veth pair and
+// routes to exactly those addresses. Traffic a test sends to them never
+// leaves the node, whatever the NetworkPolicies under test do.
+type OutsideHost struct {
+	node  nodes.Node
+	name  string
+	Addrs []netip.Addr
+}
+
+// The link network between the node and the namespace (TEST-NET-1,
+// documentation space: never routed anywhere).
+const (
+	outsideNodeSide = "192.0.2.1"
+	outsideHostSide = "192.0.2.2"
+)
+
+// StartOutsideHost creates the namespace name (at most 10 characters) in
+// the kind cluster's node with addrs, and runs binary (a static program on
+// this machine, copied into the node) inside it with args. Stop removes
+// everything.
+func (c *Cluster) StartOutsideHost(ctx context.Context, name string, addrs []netip.Addr, binary string, args ...string) (*OutsideHost, error) {
+	if c.Tier != TierKind {
+		return nil, fmt.Errorf("outside hosts are made in a kind node; this is the %s tier: %w", c.Tier, ErrUnsupported)
+	}
+	if len(name) == 0 || len(name) > 10 || strings.ContainsAny(name, " /'\"$") {
+		return nil, fmt.Errorf("outside host name %q: want 1-10 plain characters", name)
+	}
+	if err := prepareKindDocker(ctx); err != nil {
+		return nil, err
+	}
+	provider := kindcluster.NewProvider(kindcluster.ProviderWithDocker())
+	ns, err := provider.ListInternalNodes(strings.TrimPrefix(c.Name, "kind-"))
+	if err != nil || len(ns) == 0 {
+		return nil, fmt.Errorf("nodes of %s: %v", c.Name, err)
+	}
+	h := &OutsideHost{node: ns[0], name: name, Addrs: addrs}
+	bin, err := os.Open(binary)
+	if err != nil {
+		return nil, err
+	}
+	defer bin.Close()
+	path := "/usr/local/bin/" + name
+	if err := h.run(ctx, bin, "sh", "-c", "cat > "+path+" && chmod 0755 "+path); err != nil {
+		return nil, fmt.Errorf("copy %s into node: %w", binary, err)
+	}
+	var script strings.Builder
+	fmt.Fprintf(&script, "set -e\nip netns add %[1]s\nip link add %[1]s-n type veth peer name %[1]s-h\n", name)
+	fmt.Fprintf(&script, "ip link set %[1]s-h netns %[1]s\nip addr add %[2]s/30 dev %[1]s-n\nip link set %[1]s-n up\n", name, outsideNodeSide)
+	fmt.Fprintf(&script, "ip -n %[1]s link set lo up\nip -n %[1]s addr add %[2]s/30 dev %[1]s-h\nip -n %[1]s link set %[1]s-h up\n", name, outsideHostSide)
+	fmt.Fprintf(&script, "ip -n %s route add default via %s\n", name, outsideNodeSide)
+	for _, a := range addrs {
+		fmt.Fprintf(&script, "ip -n %[1]s addr add %[2]s/32 dev %[1]s-h\nip route add %[2]s/32 via %[3]s dev %[1]s-n\n", name, a, outsideHostSide)
+	}
+	quoted := make([]string, len(args))
+	for i, a := range args {
+		quoted[i] = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
+	}
+	fmt.Fprintf(&script, "setsid ip netns exec %s %s %s >/var/log/%s.log 2>&1 < /dev/null &\n", name, path, strings.Join(quoted, " "), name)
+	if err := h.run(ctx, nil, "sh", "-c", script.String()); err != nil {
+		stopErr := h.Stop(context.WithoutCancel(ctx))
+		return nil, errors.Join(fmt.Errorf("outside host %s: %w", name, err), stopErr)
+	}
+	return h, nil
+}
+
+// Stop kills the host's processes and removes its namespace, veth and routes.
+func (h *OutsideHost) Stop(ctx context.Context) error {
+	var script strings.Builder
+	fmt.Fprintf(&script, "for p in $(ip netns pids %[1]s 2>/dev/null); do kill $p; done\n", h.name)
+	for _, a := range h.Addrs {
+		fmt.Fprintf(&script, "ip route del %s/32 2>/dev/null || true\n", a)
+	}
+	fmt.Fprintf(&script, "ip link del %[1]s-n 2>/dev/null || true\nip netns del %[1]s 2>/dev/null || true\nrm -f /usr/local/bin/%[1]s\n", h.name)
+	return h.run(ctx, nil, "sh", "-c", script.String())
+}
+
+// Log returns what the host's program wrote.
+func (h *OutsideHost) Log(ctx context.Context) string {
+	var out bytes.Buffer
+	cmd := h.node.CommandContext(ctx, "cat", "/var/log/"+h.name+".log")
+	cmd.SetStdout(&out)
+	_ = cmd.Run()
+	return out.String()
+}
+
+func (h *OutsideHost) run(ctx context.Context, stdin *os.File, name string, args ...string) error {
+	var out bytes.Buffer
+	cmd := h.node.CommandContext(ctx, name, args...)
+	if stdin != nil {
+		cmd.SetStdin(stdin)
+	}
+	cmd.SetStdout(&out)
+	cmd.SetStderr(&out)
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("%v: %s", err, strings.TrimSpace(out.String()))
+	}
+	return nil
+}
