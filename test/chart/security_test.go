@@ -354,7 +354,7 @@ func TestPostgreSQLModes(t *testing.T) {
 }
 
 func TestHomesOwnerInitContainer(t *testing.T) {
-	for name, want := range map[string]bool{"default": true, "gke": true, "ci-pvc-existing": true, "onprem": false, "ci-nfs-external": false, "kind": false} {
+	for name, want := range map[string]bool{"default": true, "gke": true, "ci-pvc-existing": true, "onprem": false, "ci-nfs-external": false, "kind": true} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
 			spec := serverDeployment(t, renderObjects(t, caseByName(t, name))).Spec.Template.Spec
