@@ -19,7 +19,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/informers"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
@@ -52,6 +52,10 @@ type Config struct {
 	// Backoff between retries of transient failures (default: 5 tries,
 	// 200ms doubling, 10% jitter).
 	Backoff wait.Backoff
+	// ReconnectBackoff paces the pod cache's list/watch retries while the
+	// API server is unreachable (default 250ms doubling to 2s; see
+	// reconnectingListerWatcher).
+	ReconnectBackoff wait.Backoff
 	// NFSCacheTTL is how long a resolved Service address is reused
 	// (default 5m). A ClusterIP is immutable, but a Service can be
 	// re-created by a chart change.
@@ -65,7 +69,6 @@ type Config struct {
 type Client struct {
 	cs        kubernetes.Interface
 	cfg       Config
-	factory   informers.SharedInformerFactory
 	informer  cache.SharedIndexInformer
 	lister    listerscorev1.PodNamespaceLister
 	events    record.EventBroadcaster
@@ -95,6 +98,9 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 	if cfg.Backoff.Steps == 0 {
 		cfg.Backoff = wait.Backoff{Duration: 200 * time.Millisecond, Factor: 2, Jitter: 0.1, Steps: 5, Cap: 5 * time.Second}
 	}
+	if cfg.ReconnectBackoff.Steps == 0 {
+		cfg.ReconnectBackoff = defaultReconnectBackoff
+	}
 	if cfg.NFSCacheTTL <= 0 {
 		cfg.NFSCacheTTL = 5 * time.Minute
 	}
@@ -104,19 +110,42 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// One namespace, one label selector: the informer is built here rather
+	// than by an informer factory so that its list/watch can be the
+	// reconnecting one.
 	selector := labels.SelectorFromSet(cfg.Selector).String()
-	factory := informers.NewSharedInformerFactoryWithOptions(cs, 0,
-		informers.WithNamespace(cfg.Namespace),
-		informers.WithTweakListOptions(func(o *metav1.ListOptions) { o.LabelSelector = selector }))
-	pods := factory.Core().V1().Pods()
+	pods := cs.CoreV1().Pods(cfg.Namespace)
+	lw := newPodListerWatcher(&cache.ListWatch{
+		ListWithContextFunc: func(ctx context.Context, o metav1.ListOptions) (runtime.Object, error) {
+			o.LabelSelector = selector
+			return pods.List(ctx, o)
+		},
+		WatchFuncWithContext: func(ctx context.Context, o metav1.ListOptions) (watch.Interface, error) {
+			o.LabelSelector = selector
+			return pods.Watch(ctx, o)
+		},
+	}, cs, cfg.ReconnectBackoff, cfg.Clock, cfg.Logger)
+	informer := cache.NewSharedIndexInformerWithOptions(lw, &corev1.Pod{}, cache.SharedIndexInformerOptions{
+		Indexers:          cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
+		ObjectDescription: "project pods",
+	})
 	c := &Client{
 		cs:       cs,
 		cfg:      cfg,
-		factory:  factory,
-		informer: pods.Informer(),
-		lister:   pods.Lister().Pods(cfg.Namespace),
+		informer: informer,
+		lister:   listerscorev1.NewPodLister(informer.GetIndexer()).Pods(cfg.Namespace),
 		notify:   newNotifier(),
 		nfsCache: map[string]cachedIP{},
+	}
+	// Failures the server answered (an unreachable server is retried
+	// inside the list/watch) go to the orchestrator's log, not klog's.
+	if err := c.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
+		if c.cfg.Errors != nil {
+			c.cfg.Errors.APIError("watch", err)
+		}
+		c.cfg.Logger.Warn("pod cache: list/watch failed, client-go retries with backoff", "err", err)
+	}); err != nil {
+		return nil, fmt.Errorf("kube: pod cache error handler: %w", err)
 	}
 	// The cache holds every project pod: managedFields are a large share of
 	// a pod's decoded size and nothing here reads them (measured by
@@ -150,11 +179,10 @@ func (c *Client) changed(obj any) {
 func (c *Client) Start(ctx context.Context) {
 	c.startOnce.Do(func() {
 		c.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cs.CoreV1().Events(c.cfg.Namespace)})
-		c.factory.Start(ctx.Done())
+		go c.informer.RunWithContext(ctx)
 		go func() {
 			<-ctx.Done()
 			c.events.Shutdown()
-			c.factory.Shutdown()
 		}()
 	})
 }
