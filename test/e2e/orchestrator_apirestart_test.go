@@ -270,6 +270,7 @@ func survivesAPIServerRestart(t *testing.T, c *cluster.Cluster, mustRetry bool, 
 	// Changes made directly through the API after the restart reach the
 	// orchestrator's cache: a pod another replica (or an admin) created,
 	// and a pod someone deleted.
+	changed := time.Now()
 	adopted := newProjectID()
 	pod, err := podspec.Build(liveTemplate(t, c, r.ns), podspec.Input{Project: adopted})
 	require.NoError(t, err)
@@ -291,4 +292,5 @@ func survivesAPIServerRestart(t *testing.T, c *cluster.Cluster, mustRetry bool, 
 		require.NoError(c, err)
 		require.ElementsMatch(c, want, idsOf(list))
 	}, cacheCatchUp, 200*time.Millisecond, "the orchestrator's pod cache does not follow the API after the restart")
+	t.Logf("direct changes visible through the orchestrator %v after they were made", time.Since(changed).Round(time.Millisecond))
 }
