@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"sync"
 	"time"
@@ -137,14 +138,7 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 		notify:   newNotifier(),
 		nfsCache: map[string]cachedIP{},
 	}
-	// Failures the server answered (an unreachable server is retried
-	// inside the list/watch) go to the orchestrator's log, not klog's.
-	if err := c.informer.SetWatchErrorHandlerWithContext(func(_ context.Context, _ *cache.Reflector, err error) {
-		if c.cfg.Errors != nil {
-			c.cfg.Errors.APIError("watch", err)
-		}
-		c.cfg.Logger.Warn("pod cache: list/watch failed, client-go retries with backoff", "err", err)
-	}); err != nil {
+	if err := c.informer.SetWatchErrorHandlerWithContext(c.listWatchFailed); err != nil {
 		return nil, fmt.Errorf("kube: pod cache error handler: %w", err)
 	}
 	// The cache holds every project pod: managedFields are a large share of
@@ -164,6 +158,26 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 	c.events = record.NewBroadcaster()
 	c.recorder = c.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: EventComponent})
 	return c, nil
+}
+
+// listWatchFailed reports a failed list or watch of the pod cache (after
+// which client-go's reflector backs off and lists again) in the
+// orchestrator's log and metrics rather than klog's. An unreachable server
+// never gets here: the list/watch retries it (reconnectingListerWatcher).
+// Like client-go's default handler, it stays quiet about a watch that
+// ended normally or whose resource version expired (a relist follows).
+func (c *Client) listWatchFailed(_ context.Context, _ *cache.Reflector, err error) {
+	switch {
+	case errors.Is(err, io.EOF):
+		return
+	case apierrors.IsResourceExpired(err), apierrors.IsGone(err):
+		c.cfg.Logger.Debug("pod cache: watch expired, relisting", "err", err)
+		return
+	}
+	if c.cfg.Errors != nil {
+		c.cfg.Errors.APIError("watch", err)
+	}
+	c.cfg.Logger.Warn("pod cache: list/watch failed, client-go retries with backoff", "err", err)
 }
 
 func (c *Client) changed(obj any) {

@@ -238,3 +238,30 @@ func TestPodCacheRidesOutAnUnreachableServer(t *testing.T) {
 		})
 	}
 }
+
+func TestListWatchFailuresReported(t *testing.T) {
+	tests := []struct {
+		name     string
+		err      error
+		reported bool
+	}{
+		{"watch closed normally", io.EOF, false},
+		{"resource version expired", apierrors.NewResourceExpired("too old"), false},
+		{"gone", apierrors.NewGone("compacted"), false},
+		{"forbidden", apierrors.NewForbidden(podsGR, "", errors.New("rbac")), true},
+		{"throttled", apierrors.NewTooManyRequests("slow down", 1), true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			errs := &errorLog{}
+			c, err := New(fake.NewClientset(), Config{Namespace: ns, Selector: selector, Errors: errs, Logger: quietLogger()})
+			require.NoError(t, err)
+			c.listWatchFailed(t.Context(), nil, tc.err)
+			if tc.reported {
+				require.Equal(t, []string{"watch: " + tc.err.Error()}, errs.all())
+			} else {
+				require.Empty(t, errs.all())
+			}
+		})
+	}
+}
