@@ -219,7 +219,11 @@ func survivesAPIServerRestart(t *testing.T, c *cluster.Cluster, mustRetry bool, 
 	restarted := make(chan error, 1)
 	begin := time.Now()
 	issue(before)
-	go func() { restarted <- c.RestartAPIServer(ctx, opts...) }()
+	go func() {
+		restartCtx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+		defer cancel()
+		restarted <- c.RestartAPIServer(restartCtx, opts...)
+	}()
 	require.NoError(t, waitAPIServerDown(ctx, c), "the API server never went down")
 	t.Logf("API server down %v after the restart began; issuing %d more operations", time.Since(begin).Round(time.Millisecond), len(during))
 	issue(during)
