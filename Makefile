@@ -59,10 +59,11 @@ build: ## build the orchestrator (static) into bin/
 include ci/cluster.mk
 
 .PHONY: test
-test: deps tools build kube-bin ## everything CI runs: vet, unit (-race), render, api-tier suites
+test: deps tools build kube-bin ## everything CI runs: vet, unit (-race), render, api-tier suites (+ kind suites when a kind cluster is up)
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./tools/...
 	$(GO) test -count=1 -timeout 60m ./test/...
+	$(MAKE) --no-print-directory test-kind-if-up
 
 .PHONY: test-fast
 test-fast: tools ## unit and render suites only (no cluster)

@@ -157,6 +157,7 @@ func normalized(u *unstructured.Unstructured) map[string]any {
 func TestArgoCDSyncHasNoDiff(t *testing.T) {
 	timed(t)
 	c := cluster.Get(t)
+	simulatedPodsOnly(t, c)
 	ns := newNamespace(t, c, "argocd", nil)
 	// No ephemeral-storage limit: the api tier's simulated nodes have none.
 	set := mergeValues(standinValues, map[string]string{"projects.resources.ephemeralStorageLimit": ""})

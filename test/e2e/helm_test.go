@@ -23,6 +23,7 @@ import (
 func TestHelmInstallEachValuesFile(t *testing.T) {
 	timed(t)
 	c := cluster.Get(t)
+	simulatedPodsOnly(t, c)
 	cases := []struct {
 		name string
 		file string
@@ -98,6 +99,7 @@ func TestHelmInstallEachValuesFile(t *testing.T) {
 func TestHelmUpgradeRollbackUninstall(t *testing.T) {
 	timed(t)
 	c := cluster.Get(t)
+	simulatedPodsOnly(t, c)
 	ns := newNamespace(t, c, "lifecycle", nil)
 	opts := helmOptions(t, c, ns, standinValues)
 	install(t, c, ns, opts)

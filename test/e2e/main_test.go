@@ -178,3 +178,15 @@ func timed(t *testing.T) {
 
 // helmOptionsLogger keeps helm's command lines out of the test log.
 func helmOptionsLogger() *logger.Logger { return logger.Discard }
+
+// simulatedPodsOnly skips a suite written for the api tier, where kwok
+// "runs" every pod: it installs the chart's default images and NFS server
+// or starts many projects, which a tier with real containers here cannot
+// pull (no registry), run (no NFS in this kernel) or fit (2 cores). The
+// kind tier's end-to-end suite is TestInClusterServerRunsProjects.
+func simulatedPodsOnly(t *testing.T, c *cluster.Cluster) {
+	t.Helper()
+	if c.Has(cluster.RealContainers) {
+		t.Skipf("api-tier suite (simulated pods); the %s tier runs real containers: see TestInClusterServerRunsProjects", c.Tier)
+	}
+}

@@ -58,6 +58,7 @@ var designedAllowed = map[string]bool{
 func TestNetworkPolicyTruthTable(t *testing.T) {
 	timed(t)
 	c := cluster.Get(t)
+	simulatedPodsOnly(t, c)
 	ns := newNamespace(t, c, "netpol", nil)
 	set := mergeValues(standinValues, map[string]string{"projects.resources.ephemeralStorageLimit": ""})
 	install(t, c, ns, helmOptions(t, c, ns, set)) // defaults: nfsServer

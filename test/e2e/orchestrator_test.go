@@ -96,6 +96,7 @@ func projectPods(t *testing.T, c *cluster.Cluster, ns string, id project.ID) []c
 func TestOrchestratorStartStopRestartListAsServiceAccount(t *testing.T) {
 	timed(t)
 	c := cluster.Get(t)
+	simulatedPodsOnly(t, c)
 	r := installForOrchestrator(t, c, "orch")
 	ctx := t.Context()
 	a, b := newProjectID(), newProjectID()
@@ -210,6 +211,7 @@ func (pc *podCreations) total() int {
 func TestOrchestratorHundredConcurrentStartsMakeOnePod(t *testing.T) {
 	timed(t)
 	c := cluster.Get(t)
+	simulatedPodsOnly(t, c)
 	r := installForOrchestrator(t, c, "orch-burst")
 	created := watchPodCreations(t, c, r.ns)
 	id := newProjectID()
@@ -251,6 +253,7 @@ func TestOrchestratorHundredConcurrentStartsMakeOnePod(t *testing.T) {
 func TestOrchestratorSIGKILLMidStartLosesAndDuplicatesNothing(t *testing.T) {
 	timed(t)
 	c := cluster.Get(t)
+	simulatedPodsOnly(t, c)
 	r := installForOrchestrator(t, c, "orch-kill")
 	created := watchPodCreations(t, c, r.ns)
 

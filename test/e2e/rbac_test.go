@@ -40,6 +40,7 @@ func (a access) String() string {
 func TestServiceAccountCanDoExactlyWhatTheOrchestratorNeeds(t *testing.T) {
 	timed(t)
 	c := cluster.Get(t)
+	simulatedPodsOnly(t, c)
 	ns := newNamespace(t, c, "rbac", nil)
 	install(t, c, ns, helmOptions(t, c, ns, standinValues)) // defaults: storage.mode nfsServer
 	sa, err := kubernetes.NewForConfig(serviceAccountConfig(t, c, ns))

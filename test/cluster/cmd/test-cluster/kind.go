@@ -58,6 +58,16 @@ func upKind(nodeImage string, timeout time.Duration) error {
 	if err := cluster.EnsureDocker(ctx, filepath.Join(root, ".cache", "kind", "dockerd.log"), logf); err != nil {
 		return err
 	}
+	// Already up (make up twice, make cluster-kind after make up): bring
+	// its images up to date and reuse it.
+	if c, err := cluster.Attach(ctx, cluster.TierKind); err == nil {
+		logf("kind cluster %s is already running; reloading the test images", c.Name)
+		if err := reloadKindImages(timeout); err != nil {
+			return err
+		}
+		fmt.Printf("export KUBECONFIG=%s\n", c.KubeconfigPath)
+		return nil
+	}
 	if err := cluster.BuildGoImages(ctx, root, kindImages, logf); err != nil {
 		return err
 	}
