@@ -252,7 +252,10 @@ func survivesAPIServerRestart(t *testing.T, c *cluster.Cluster, mustRetry bool, 
 		t.Fatalf("orchestrator (pid %d) exited during the API server restart", orchPid)
 	default:
 	}
-	require.Equal(t, orchPid, r.orch.cmd.Process.Pid)
+	resp, err := http.Get(r.orch.health + "/readyz")
+	require.NoError(t, err, "orchestrator health endpoint")
+	resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode, "orchestrator /readyz after the restart")
 
 	running := slices.Concat(toKeep, toStart)
 	for _, id := range running {
@@ -285,16 +288,16 @@ func survivesAPIServerRestart(t *testing.T, c *cluster.Cluster, mustRetry bool, 
 	require.NoError(t, c.Client.CoreV1().Pods(r.ns).Delete(ctx, gone.PodName(), metav1.DeleteOptions{GracePeriodSeconds: &zero}),
 		"delete a project pod directly")
 	want := slices.Concat(toKeep[1:], toStart, []project.ID{adopted})
-	require.EventuallyWithT(t, func(c *assert.CollectT) {
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
 		st, err := r.orch.api.Status(ctx, adopted)
-		require.NoError(c, err)
-		require.Equal(c, state.Running, st.State, "pod created directly after the restart: %+v", st)
+		require.NoError(ct, err)
+		require.Equal(ct, state.Running, st.State, "pod created directly after the restart: %+v", st)
 		st, err = r.orch.api.Status(ctx, gone)
-		require.NoError(c, err)
-		require.Equal(c, state.Opened, st.State, "pod deleted directly after the restart: %+v", st)
+		require.NoError(ct, err)
+		require.Equal(ct, state.Opened, st.State, "pod deleted directly after the restart: %+v", st)
 		list, err := r.orch.api.List(ctx)
-		require.NoError(c, err)
-		require.ElementsMatch(c, want, idsOf(list))
+		require.NoError(ct, err)
+		require.ElementsMatch(ct, want, idsOf(list))
 	}, cacheCatchUp, 200*time.Millisecond, "the orchestrator's pod cache does not follow the API after the restart")
 	t.Logf("direct changes visible through the orchestrator %v after they were made", time.Since(changed).Round(time.Millisecond))
 }
