@@ -9,11 +9,20 @@
 # kubelet) are applied by test/cluster only when a probe shows they are needed.
 source "$(dirname "$0")/lib.sh"
 
+# COCALC_KIND_NODE_IMAGE=kindest/node:<version> uses an upstream node image
+# where a registry is reachable; kube-router's image and the probe image
+# are still built here (the test tooling loads kube-router into the node).
 ensure_dockerd
-if [ "${COCALC_KIND_REBUILD:-0}" = 1 ] || ! docker image inspect "$NODE_IMAGE" >/dev/null 2>&1; then
+NODE=${COCALC_KIND_NODE_IMAGE:-$NODE_IMAGE}
+need_build=0
+[ "${COCALC_KIND_REBUILD:-0}" = 1 ] && need_build=1
+[ "$NODE" = "$NODE_IMAGE" ] && ! docker image inspect "$NODE_IMAGE" >/dev/null 2>&1 && need_build=1
+docker image inspect cocalc.local/kube-router:v2.1.0 >/dev/null 2>&1 || need_build=1
+
+if [ "$need_build" = 1 ]; then
   "$REPO/ci/kind/rootfs.sh" >/dev/null
   "$REPO/ci/kind/build.sh"
   [ -x "$REPO/bin/kube-cluster" ] || make -C "$REPO" kube-bin
   "$REPO/ci/kind/images.sh" >/dev/null
 fi
-exec "$REPO/bin/test-cluster" up -tier=kind -node-image="$NODE_IMAGE"
+exec "$REPO/bin/test-cluster" up -tier=kind -node-image="$NODE"

@@ -15,4 +15,25 @@ while read -r _ target fstype opts _; do
       esac ;;
   esac
 done < /proc/mounts
+
+# Egress guard: pods of a test cluster reach nothing beyond the node. Pod
+# traffic may be forwarded only to other pods (the pod subnet of
+# test/cluster/kindtier.go and ci/kind/cni.conflist) and to the test hosts
+# test/cluster/outside.go makes in network namespaces of this node
+# (192.0.2.0/30 link, TEST-NET-3, the metadata address); everything else is
+# rejected here, before it could leave through the docker network. It also
+# covers the first seconds of a cluster, when kube-proxy has not yet
+# programmed Service addresses and a connection to one would otherwise be
+# routed out as is. A table of its own: kube-proxy and kube-router rewrite
+# theirs, never this one.
+if command -v nft >/dev/null; then
+  nft -f - <<'NFT' || echo "node-entrypoint: egress guard not installed" >&2
+table inet cocalc_guard {
+  chain forward {
+    type filter hook forward priority -10; policy accept;
+    ip saddr 10.244.0.0/16 ip daddr != { 10.244.0.0/16, 192.0.2.0/30, 203.0.113.0/24, 169.254.169.254 } counter reject with icmpx type admin-prohibited
+  }
+}
+NFT
+fi
 exec /usr/local/bin/entrypoint "$@"

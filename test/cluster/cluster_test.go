@@ -105,3 +105,22 @@ func TestTierCapabilities(t *testing.T) {
 	require.True(t, capsOf(TierKind)[RealContainers])
 	require.True(t, capsOf(TierKind)[NetworkPolicyEnforced])
 }
+
+func TestNeverPulledImages(t *testing.T) {
+	manifest := []byte(`apiVersion: v1
+kind: ServiceAccount
+metadata: {name: a}
+---
+apiVersion: apps/v1
+kind: DaemonSet
+metadata: {name: agent}
+spec:
+  template:
+    spec:
+      containers:
+      - {name: a, image: local/agent:v1, imagePullPolicy: Never}
+      - {name: b, image: registry.example/b:v1}
+`)
+	require.Equal(t, []string{"local/agent:v1"}, neverPulledImages(manifest))
+	require.Nil(t, neverPulledImages([]byte("{")))
+}

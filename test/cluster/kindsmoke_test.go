@@ -120,6 +120,24 @@ func TestNetworkPolicyAllowsOneClientAndDeniesAnother(t *testing.T) {
 		"the denied client stayed blocked after the policy was deleted")
 }
 
+// TestKindNodeRejectsPodEgressBeyondTheNode checks the node image's egress
+// guard (ci/kind/node-entrypoint.sh) is in place: pod traffic is forwarded
+// only to pods and to the test's own outside hosts, so no test can reach a
+// real address, even before kube-proxy has programmed Service addresses.
+// The guard is inspected, not probed: probing it would mean sending to an
+// outside address.
+func TestKindNodeRejectsPodEgressBeyondTheNode(t *testing.T) {
+	c := cluster.Get(t)
+	if c.Tier != cluster.TierKind {
+		t.Skipf("the egress guard is part of the offline kind node image; this is the %s tier", c.Tier)
+	}
+	out, err := c.NodeCommand(t.Context(), "nft", "list", "table", "inet", "cocalc_guard")
+	require.NoError(t, err, "egress guard table missing")
+	require.Contains(t, out, "hook forward")
+	require.Contains(t, out, "ip saddr 10.244.0.0/16 ip daddr != { 10.244.0.0/16, 169.254.169.254, 192.0.2.0/30, 203.0.113.0/24 }")
+	require.Contains(t, out, "reject")
+}
+
 func podReady(p *corev1.Pod) bool {
 	for _, c := range p.Status.Conditions {
 		if c.Type == corev1.PodReady {

@@ -17,6 +17,7 @@ import (
 
 	appsv1 "k8s.io/api/apps/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	kindcluster "sigs.k8s.io/kind/pkg/cluster"
 	"sigs.k8s.io/kind/pkg/cluster/nodeutils"
@@ -237,10 +238,23 @@ func CreateKind(ctx context.Context, o KindOptions) (*Cluster, error) {
 	}
 	c.caps = capsOf(TierKind)
 	c.StateDir = o.StateDir
+	// CoreDNS first: it is Ready only once kube-proxy has programmed the
+	// Service addresses. Add-ons that rewrite iptables (kube-router) start
+	// after that, so they cannot race kube-proxy's first sync (seen here:
+	// kube-proxy lost its chain jumps and never recovered).
+	if err := waitRolledOut(ctx, c, "Deployment", "kube-system", "coredns"); err != nil {
+		return nil, err
+	}
 	for _, m := range o.Manifests {
 		data, err := os.ReadFile(m)
 		if err != nil {
 			return nil, err
+		}
+		// An add-on image that is never pulled must be in the node: it is
+		// in the offline node image; an upstream node image gets it loaded
+		// from the local docker.
+		if err := loadMissingImages(ctx, o.Name, neverPulledImages(data)); err != nil {
+			return nil, fmt.Errorf("%s: %w", m, err)
 		}
 		objs, err := ApplyYAML(ctx, c.RESTConfig, data, "cocalc-test-cluster")
 		if err != nil {
@@ -251,9 +265,6 @@ func CreateKind(ctx context.Context, o KindOptions) (*Cluster, error) {
 				return nil, err
 			}
 		}
-	}
-	if err := waitRolledOut(ctx, c, "Deployment", "kube-system", "coredns"); err != nil {
-		return nil, err
 	}
 	if err := LoadImages(ctx, o.Name, o.Images...); err != nil {
 		return nil, err
@@ -466,3 +477,42 @@ func (i kindInfo) Infof(f string, a ...any) {
 }
 
 func (i kindInfo) Enabled() bool { return i.enabled }
+
+// neverPulledImages lists the container images with imagePullPolicy Never
+// in the workloads of a manifest stream.
+func neverPulledImages(manifest []byte) []string {
+	objs, err := DecodeYAML(manifest)
+	if err != nil {
+		return nil // ApplyYAML reports it
+	}
+	var out []string
+	for _, u := range objs {
+		containers, _, _ := unstructured.NestedSlice(u.Object, "spec", "template", "spec", "containers")
+		for _, c := range containers {
+			m, _ := c.(map[string]any)
+			if img, _ := m["image"].(string); img != "" && m["imagePullPolicy"] == "Never" {
+				out = append(out, img)
+			}
+		}
+	}
+	return out
+}
+
+// loadMissingImages loads each image the kind cluster's nodes lack.
+func loadMissingImages(ctx context.Context, name string, images []string) error {
+	provider := kindcluster.NewProvider(kindcluster.ProviderWithDocker())
+	nodes, err := provider.ListInternalNodes(name)
+	if err != nil {
+		return fmt.Errorf("nodes of kind cluster %s: %w", name, err)
+	}
+	var missing []string
+	for _, img := range images {
+		for _, n := range nodes {
+			if _, err := nodeutils.ImageID(n, img); err != nil {
+				missing = append(missing, img)
+				break
+			}
+		}
+	}
+	return LoadImages(ctx, name, missing...)
+}

@@ -42,15 +42,11 @@ func (c *Cluster) StartOutsideHost(ctx context.Context, name string, addrs []net
 	if len(name) == 0 || len(name) > 10 || strings.ContainsAny(name, " /'\"$") {
 		return nil, fmt.Errorf("outside host name %q: want 1-10 plain characters", name)
 	}
-	if err := prepareKindDocker(ctx); err != nil {
+	node, err := c.kindNode(ctx)
+	if err != nil {
 		return nil, err
 	}
-	provider := kindcluster.NewProvider(kindcluster.ProviderWithDocker())
-	ns, err := provider.ListInternalNodes(strings.TrimPrefix(c.Name, "kind-"))
-	if err != nil || len(ns) == 0 {
-		return nil, fmt.Errorf("nodes of %s: %v", c.Name, err)
-	}
-	h := &OutsideHost{node: ns[0], name: name, Addrs: addrs}
+	h := &OutsideHost{node: node, name: name, Addrs: addrs}
 	bin, err := os.Open(binary)
 	if err != nil {
 		return nil, err
@@ -89,6 +85,39 @@ func (h *OutsideHost) Stop(ctx context.Context) error {
 	}
 	fmt.Fprintf(&script, "ip link del %[1]s-n 2>/dev/null || true\nip netns del %[1]s 2>/dev/null || true\nrm -f /usr/local/bin/%[1]s\n", h.name)
 	return h.run(ctx, nil, "sh", "-c", script.String())
+}
+
+// kindNode returns the kind cluster's (first) node.
+func (c *Cluster) kindNode(ctx context.Context) (nodes.Node, error) {
+	if c.Tier != TierKind {
+		return nil, fmt.Errorf("the %s tier has no kind node: %w", c.Tier, ErrUnsupported)
+	}
+	if err := prepareKindDocker(ctx); err != nil {
+		return nil, err
+	}
+	provider := kindcluster.NewProvider(kindcluster.ProviderWithDocker())
+	ns, err := provider.ListInternalNodes(strings.TrimPrefix(c.Name, "kind-"))
+	if err != nil || len(ns) == 0 {
+		return nil, fmt.Errorf("nodes of %s: %v", c.Name, err)
+	}
+	return ns[0], nil
+}
+
+// NodeCommand runs a command in the kind cluster's node and returns its
+// output (stdout and stderr).
+func (c *Cluster) NodeCommand(ctx context.Context, name string, args ...string) (string, error) {
+	node, err := c.kindNode(ctx)
+	if err != nil {
+		return "", err
+	}
+	var out bytes.Buffer
+	cmd := node.CommandContext(ctx, name, args...)
+	cmd.SetStdout(&out)
+	cmd.SetStderr(&out)
+	if err := cmd.Run(); err != nil {
+		return out.String(), fmt.Errorf("%s %v in node: %w: %s", name, args, err, strings.TrimSpace(out.String()))
+	}
+	return out.String(), nil
 }
 
 // Log returns what the host's program wrote.
