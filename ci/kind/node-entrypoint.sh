@@ -33,6 +33,12 @@ table inet cocalc_guard {
     type filter hook forward priority -10; policy accept;
     ip saddr 10.244.0.0/16 ip daddr != { 10.244.0.0/16, 192.0.2.0/30, 203.0.113.0/24, 169.254.169.254 } counter reject with icmpx type admin-prohibited
   }
+  # The node's own processes (host-network pods) reach Service addresses
+  # only once kube-proxy has translated them (nat output runs at -100).
+  chain output {
+    type filter hook output priority -10; policy accept;
+    ip daddr 10.96.0.0/16 counter reject with icmpx type admin-prohibited
+  }
 }
 NFT
 fi

@@ -135,6 +135,8 @@ func TestKindNodeRejectsPodEgressBeyondTheNode(t *testing.T) {
 	require.NoError(t, err, "egress guard table missing")
 	require.Contains(t, out, "hook forward")
 	require.Contains(t, out, "ip saddr 10.244.0.0/16 ip daddr != { 10.244.0.0/16, 169.254.169.254, 192.0.2.0/30, 203.0.113.0/24 }")
+	require.Contains(t, out, "hook output")
+	require.Contains(t, out, "ip daddr 10.96.0.0/16")
 	require.Contains(t, out, "reject")
 }
 
