@@ -152,6 +152,13 @@ func newProjectIDs(n int) []project.ID {
 // then a few seconds of refused connections) and a crash with an outage
 // longer than the orchestrator's own API retries, so that requests do fail
 // and are retried by the caller.
+//
+// No project is restarted (stopped and started again) across the outage:
+// a pod deleted and re-created under the same name while kube-scheduler's
+// watch is down leaves it with "Scheduler cache is corrupted" (its log)
+// and the new pod is never scheduled, also on later re-creations; tried
+// with kube-scheduler v1.37.2, the test tier's. That is the scheduler's
+// bug, not the orchestrator's, and it broke the shared test cluster.
 func TestOrchestratorSurvivesAPIServerRestart(t *testing.T) {
 	timed(t)
 	c := cluster.Get(t)
