@@ -51,7 +51,7 @@ test-kind: tools test-cluster ## the test suites against the kind cluster (make 
 # and the api-tier run above already reported each kind test's skip reason.
 .PHONY: test-kind-if-up
 test-kind-if-up: test-cluster
-	@if $(TEST_CLUSTER) env -tier=kind >/dev/null 2>&1 && docker info >/dev/null 2>&1; then \
+	@if docker info >/dev/null 2>&1 && $(TEST_CLUSTER) status -tier=kind >/dev/null 2>&1; then \
 	  $(MAKE) --no-print-directory test-kind; \
 	else \
 	  echo "kind tier: no kind cluster is up (make cluster-kind builds one offline, ≈ 55 min cold); its suites were skipped"; \

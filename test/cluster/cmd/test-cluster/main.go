@@ -3,6 +3,7 @@
 //	test-cluster up   [-tier api|kind] [-foreground] start one, record it under .cache/cluster/<tier>
 //	test-cluster down [-tier api|kind]              stop it
 //	test-cluster env  [-tier api|kind]              print `export KUBECONFIG=...`
+//	test-cluster status [-tier api|kind]            exit 0 only if the recorded cluster answers
 //	test-cluster load-images                        rebuild the kind tier's test images and load them
 //
 // `up -tier=kind` creates a kind cluster with the kind library from the
@@ -69,6 +70,8 @@ func main() {
 		} else {
 			err = down(cluster.Tier(*tier))
 		}
+	case "status":
+		err = status(cluster.Tier(*tier))
 	case "load-images":
 		err = reloadKindImages(*timeout)
 	case "env":
@@ -83,7 +86,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: test-cluster up|down|env|load-images [-tier api|kind] [-foreground] [-nodes N] [-node-image REF]")
+	fmt.Fprintln(os.Stderr, "usage: test-cluster up|down|env|status|load-images [-tier api|kind] [-foreground] [-nodes N] [-node-image REF]")
 	os.Exit(2)
 }
 
@@ -228,5 +231,18 @@ func printEnv(tier cluster.Tier) error {
 		return fmt.Errorf("no %s cluster recorded in %s: %w", tier, dir, err)
 	}
 	fmt.Printf("export KUBECONFIG=%s\n", st.Kubeconfig)
+	return nil
+}
+
+// status succeeds only when the recorded cluster of tier is up and its
+// API server answers.
+func status(tier cluster.Tier) error {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c, err := cluster.Attach(ctx, tier)
+	if err != nil {
+		return err
+	}
+	fmt.Printf("%s cluster %s is up (KUBECONFIG=%s)\n", tier, c.Name, c.KubeconfigPath)
 	return nil
 }
