@@ -130,8 +130,8 @@ func (t *apiTier) restartAPIServer(ctx context.Context, opts restartOptions) err
 
 	// The port was the old process's until it exited; something else on
 	// the machine may grab it in that instant (the start then fails with
-	// "address already in use"). It cannot move (kubeconfigs and
-	// certificates name it), so the start is retried on the same port.
+	// "address already in use"). It cannot move (every kubeconfig names
+	// it), so the start is retried on the same port.
 	var lastErr error
 	for attempt := 1; attempt <= 5; attempt++ {
 		p, err := startProcess(apiServerName, logPath, t.bin, append([]string{apiServerName}, t.apiArgs...), childEnv())
