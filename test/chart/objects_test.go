@@ -31,19 +31,20 @@ type object struct {
 // kinds is every kind the chart may render, with its typed struct. A kind not
 // listed here fails the suite: add it with its type, never decode loosely.
 var kinds = map[string]func() runtime.Object{
-	"v1/ConfigMap":                      func() runtime.Object { return &corev1.ConfigMap{} },
-	"v1/Secret":                         func() runtime.Object { return &corev1.Secret{} },
-	"v1/Service":                        func() runtime.Object { return &corev1.Service{} },
-	"v1/ServiceAccount":                 func() runtime.Object { return &corev1.ServiceAccount{} },
-	"v1/PersistentVolumeClaim":          func() runtime.Object { return &corev1.PersistentVolumeClaim{} },
-	"v1/Namespace":                      func() runtime.Object { return &corev1.Namespace{} },
-	"v1/ResourceQuota":                  func() runtime.Object { return &corev1.ResourceQuota{} },
-	"v1/LimitRange":                     func() runtime.Object { return &corev1.LimitRange{} },
-	"v1/Pod":                            func() runtime.Object { return &corev1.Pod{} },
-	"apps/v1/Deployment":                func() runtime.Object { return &appsv1.Deployment{} },
-	"apps/v1/StatefulSet":               func() runtime.Object { return &appsv1.StatefulSet{} },
-	"apps/v1/DaemonSet":                 func() runtime.Object { return &appsv1.DaemonSet{} },
-	"rbac.authorization.k8s.io/v1/Role": func() runtime.Object { return &rbacv1.Role{} },
+	"v1/ConfigMap":                             func() runtime.Object { return &corev1.ConfigMap{} },
+	"v1/Secret":                                func() runtime.Object { return &corev1.Secret{} },
+	"v1/Service":                               func() runtime.Object { return &corev1.Service{} },
+	"v1/ServiceAccount":                        func() runtime.Object { return &corev1.ServiceAccount{} },
+	"v1/PersistentVolumeClaim":                 func() runtime.Object { return &corev1.PersistentVolumeClaim{} },
+	"v1/PersistentVolume":                      func() runtime.Object { return &corev1.PersistentVolume{} },
+	"v1/Namespace":                             func() runtime.Object { return &corev1.Namespace{} },
+	"v1/ResourceQuota":                         func() runtime.Object { return &corev1.ResourceQuota{} },
+	"v1/LimitRange":                            func() runtime.Object { return &corev1.LimitRange{} },
+	"v1/Pod":                                   func() runtime.Object { return &corev1.Pod{} },
+	"apps/v1/Deployment":                       func() runtime.Object { return &appsv1.Deployment{} },
+	"apps/v1/StatefulSet":                      func() runtime.Object { return &appsv1.StatefulSet{} },
+	"apps/v1/DaemonSet":                        func() runtime.Object { return &appsv1.DaemonSet{} },
+	"rbac.authorization.k8s.io/v1/Role":        func() runtime.Object { return &rbacv1.Role{} },
 	"rbac.authorization.k8s.io/v1/RoleBinding": func() runtime.Object { return &rbacv1.RoleBinding{} },
 	"networking.k8s.io/v1/NetworkPolicy":       func() runtime.Object { return &networkingv1.NetworkPolicy{} },
 	"networking.k8s.io/v1/Ingress":             func() runtime.Object { return &networkingv1.Ingress{} },
@@ -172,6 +173,17 @@ func one[T runtime.Object](t *testing.T, m manifests, name string) T {
 func maybe[T runtime.Object](m manifests, name string) (T, bool) {
 	for _, o := range m {
 		if v, ok := o.Obj.(T); ok && o.Meta.Name == name {
+			return v, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+// maybeIn returns the object of type T with the given namespace and name, or false.
+func maybeIn[T runtime.Object](m manifests, namespace, name string) (T, bool) {
+	for _, o := range m {
+		if v, ok := o.Obj.(T); ok && o.Meta.Namespace == namespace && o.Meta.Name == name {
 			return v, true
 		}
 	}

@@ -29,9 +29,20 @@ func podSecurityViolations(t *testing.T, level psaapi.Level, meta metav1.ObjectM
 	return bad
 }
 
+// projectPodLevel is the strictest Pod Security Standard a project pod of
+// this template meets: only the in-cluster NFS server's inline nfs volume
+// (mode nfsServer) rules out restricted.
+func projectPodLevel(tpl *podtemplate.Template) psaapi.Level {
+	if tpl.Storage.Mode == podtemplate.ModeNFS {
+		return psaapi.LevelBaseline
+	}
+	return psaapi.LevelRestricted
+}
+
 // The Pod Security Standard each chart pod meets: the NFS server alone needs
 // privileged; the root-based server meets baseline; everything else,
-// including runtime project pods on claim storage, meets restricted.
+// including runtime project pods on claim storage (modes pvc and nfs), meets
+// restricted.
 func TestPodSecurityStandards(t *testing.T) {
 	for _, c := range renderCases(t) {
 		t.Run(c.name, func(t *testing.T) {
@@ -50,27 +61,47 @@ func TestPodSecurityStandards(t *testing.T) {
 			}
 
 			tpl := projectTemplate(t, m)
+			if mergedValues(t, c)["storage"].(map[string]any)["mode"] == "nfs" {
+				assert.Equal(t, psaapi.LevelRestricted, projectPodLevel(tpl), "an external NFS export must reach project pods through a claim")
+			}
 			for _, outside := range []bool{false, true} {
 				pod := projectPod(t, tpl, "2e5ab7d0-0000-4000-8000-00000000000e", outside)
 				restricted := podSecurityViolations(t, psaapi.LevelRestricted, pod.ObjectMeta, pod.Spec)
-				if tpl.Storage.Mode == podtemplate.ModeNFS {
+				if projectPodLevel(tpl) == psaapi.LevelBaseline {
 					// Restricted allows no nfs volumes; nothing else may be wrong.
+					assert.NotEmpty(t, restricted, "an inline nfs volume cannot meet restricted")
 					for _, v := range restricted {
 						assert.True(t, strings.HasPrefix(v, "restricted volume types"), "project pod: %s", v)
 					}
 					assert.Empty(t, podSecurityViolations(t, psaapi.LevelBaseline, pod.ObjectMeta, pod.Spec), "project pod must meet baseline")
 				} else {
 					assert.Empty(t, restricted, "project pod must meet restricted")
+					for _, v := range pod.Spec.Volumes {
+						assert.Nil(t, v.NFS, "project pod volume %s: inline nfs", v.Name)
+					}
 				}
 			}
 		})
 	}
 }
 
-// A namespace the chart creates for projects enforces the strictest standard its project pods meet.
+// A namespace the chart creates for projects enforces the strictest standard
+// its project pods meet, in every values case that creates one.
 func TestProjectsNamespaceEnforcesPodSecurity(t *testing.T) {
-	m := renderObjects(t, caseByName(t, "ci-separate-projects-namespace"))
-	ns := one[*corev1.Namespace](t, m, "cocalc-projects")
-	assert.Equal(t, "baseline", ns.Labels["pod-security.kubernetes.io/enforce"], "nfs volumes rule out restricted")
-	assert.Equal(t, "keep", ns.Annotations["helm.sh/resource-policy"])
+	created := 0
+	for _, c := range renderCases(t) {
+		m := renderObjects(t, c)
+		for _, ns := range all[*corev1.Namespace](m) {
+			created++
+			tpl := projectTemplate(t, m)
+			assert.Equal(t, tpl.Namespace, ns.Name, "%s: the chart creates only the projects namespace", c.name)
+			assert.Equal(t, string(projectPodLevel(tpl)), ns.Labels["pod-security.kubernetes.io/enforce"], "%s", c.name)
+			assert.Equal(t, "keep", ns.Annotations["helm.sh/resource-policy"], "%s", c.name)
+		}
+	}
+	assert.GreaterOrEqual(t, created, 2, "onprem and ci-separate-projects-namespace create one")
+
+	// A separate namespace needs storage.mode nfs, whose project pods mount a claim: restricted.
+	ns := one[*corev1.Namespace](t, renderObjects(t, caseByName(t, "ci-separate-projects-namespace")), "cocalc-projects")
+	assert.Equal(t, "restricted", ns.Labels["pod-security.kubernetes.io/enforce"])
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 )
 
 // Every values case renders, decodes strictly, and every chart object carries
@@ -27,7 +28,9 @@ func TestRenderDecodesStrictly(t *testing.T) {
 				key := o.Kind + "/" + o.Meta.Namespace + "/" + o.Meta.Name
 				assert.False(t, names[key], "%s rendered twice", key)
 				names[key] = true
-				if o.Kind != "Namespace" {
+				if clusterScoped[o.Kind] {
+					assert.Empty(t, o.Meta.Namespace, "%s %s: cluster-scoped", o.Source, o.Meta.Name)
+				} else {
 					assert.NotEmpty(t, o.Meta.Namespace, "%s %s: namespace must be explicit", o.Source, o.Meta.Name)
 				}
 				for _, k := range []string{
@@ -36,11 +39,19 @@ func TestRenderDecodesStrictly(t *testing.T) {
 				} {
 					assert.NotEmpty(t, o.Meta.Labels[k], "%s %s: label %s", o.Source, o.Meta.Name, k)
 				}
-				assert.LessOrEqual(t, len(o.Meta.Name), 63, "%s: name %q too long", o.Source, o.Meta.Name)
+				if o.Kind == "PersistentVolume" {
+					// Named after its namespaced claim (see TestNFSVolumeNamesAreUnique): a DNS subdomain.
+					assert.Empty(t, validation.IsDNS1123Subdomain(o.Meta.Name), "%s: name %q", o.Source, o.Meta.Name)
+				} else {
+					assert.LessOrEqual(t, len(o.Meta.Name), 63, "%s: name %q too long", o.Source, o.Meta.Name)
+				}
 			}
 		})
 	}
 }
+
+// clusterScoped are the kinds the chart renders without a namespace.
+var clusterScoped = map[string]bool{"Namespace": true, "PersistentVolume": true}
 
 // Helm 4 (what ArgoCD >= 3.5 renders with) produces the same manifests as Helm 3.
 func TestHelm4RendersIdentically(t *testing.T) {
@@ -152,13 +163,20 @@ func TestOnlyHookIsTheTestPod(t *testing.T) {
 	}
 }
 
-// Every data volume survives uninstall and ArgoCD pruning.
+// Every data volume survives uninstall and ArgoCD pruning (which honours
+// helm.sh/resource-policy since ArgoCD 2.7), and so does the export behind a
+// volume: Retain, never Delete or Recycle.
 func TestDataClaimsAreKept(t *testing.T) {
 	for _, c := range renderCases(t) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
-			for _, pvc := range all[*corev1.PersistentVolumeClaim](renderObjects(t, c)) {
-				assert.Equal(t, "keep", pvc.Annotations["helm.sh/resource-policy"], "claim %s", pvc.Name)
+			m := renderObjects(t, c)
+			for _, pvc := range all[*corev1.PersistentVolumeClaim](m) {
+				assert.Equal(t, "keep", pvc.Annotations["helm.sh/resource-policy"], "claim %s/%s", pvc.Namespace, pvc.Name)
+			}
+			for _, pv := range all[*corev1.PersistentVolume](m) {
+				assert.Equal(t, "keep", pv.Annotations["helm.sh/resource-policy"], "volume %s", pv.Name)
+				assert.Equal(t, corev1.PersistentVolumeReclaimRetain, pv.Spec.PersistentVolumeReclaimPolicy, "volume %s", pv.Name)
 			}
 		})
 	}

@@ -78,21 +78,20 @@ func TestProjectTemplateContract(t *testing.T) {
 				require.NotEmpty(t, terms)
 				assert.Equal(t, "kubernetes.io/hostname", terms[len(terms)-1].TopologyKey)
 				assert.Equal(t, "nfs", terms[len(terms)-1].LabelSelector.MatchLabels["app.kubernetes.io/component"])
-			case tpl.Storage.Mode == podtemplate.ModeNFS:
-				_, hasClaim := maybe[*corev1.PersistentVolumeClaim](m, releaseName+"-projects")
-				assert.False(t, hasClaim, "an external NFS export needs no project claim")
-				require.NotNil(t, homes.NFS)
-				assert.Equal(t, tpl.Storage.NFS.Server, homes.NFS.Server)
-				assert.Equal(t, tpl.Storage.NFS.Path, homes.NFS.Path)
 			case tpl.Storage.Mode == podtemplate.ModePVC:
+				// Modes pvc and nfs (an external export behind the chart's pre-bound claims).
 				require.NotNil(t, homes.PersistentVolumeClaim)
-				assert.Equal(t, tpl.Storage.PVC.ClaimName, homes.PersistentVolumeClaim.ClaimName)
-				assert.Equal(t, tpl.Namespace, d.Namespace, "a claim is only mountable in its own namespace")
-				if pvc, created := maybe[*corev1.PersistentVolumeClaim](m, tpl.Storage.PVC.ClaimName); created {
-					assert.Equal(t, releaseName+"-projects", pvc.Name)
-					assert.NotEmpty(t, pvc.Spec.AccessModes)
-				} else {
-					assert.NotEqual(t, releaseName+"-projects", tpl.Storage.PVC.ClaimName, "the chart's claim must be rendered")
+				assert.Equal(t, tpl.Storage.PVC.ClaimName, homes.PersistentVolumeClaim.ClaimName, "server and projects use claims of one name")
+				// A claim is only mountable in its own namespace: the claim the template names
+				// exists where project pods run, and the server's where the server runs.
+				for _, ns := range []string{tpl.Namespace, d.Namespace} {
+					if pvc, created := maybeIn[*corev1.PersistentVolumeClaim](m, ns, tpl.Storage.PVC.ClaimName); created {
+						assert.Equal(t, releaseName+"-projects", pvc.Name)
+						assert.NotEmpty(t, pvc.Spec.AccessModes)
+					} else {
+						assert.NotEqual(t, releaseName+"-projects", tpl.Storage.PVC.ClaimName, "the chart's claim must be rendered in namespace %s", ns)
+						assert.Equal(t, tpl.Namespace, d.Namespace, "an existing claim serves only its own namespace")
+					}
 				}
 				for _, ctr := range d.Spec.Template.Spec.Containers {
 					for _, vm := range ctr.VolumeMounts {
@@ -130,6 +129,28 @@ func TestProjectTemplateCarriesValues(t *testing.T) {
 
 	sep := projectTemplate(t, renderObjects(t, caseByName(t, "ci-separate-projects-namespace")))
 	assert.Equal(t, "cocalc-projects", sep.Namespace)
+
+	// Mode nfs: the chart's claim, at the export's root.
+	nfs := projectTemplate(t, renderObjects(t, caseByName(t, "ci-nfs-external")))
+	assert.Equal(t, podtemplate.ModePVC, nfs.Storage.Mode)
+	assert.Nil(t, nfs.Storage.NFS)
+	assert.Equal(t, &podtemplate.PVCStorage{ClaimName: releaseName + "-projects"}, nfs.Storage.PVC)
+}
+
+// storage.pvc.* belongs to mode pvc: a leftover subPathPrefix must not move
+// mode nfs homes away from the export's root (neither for projects nor the server).
+func TestNFSModeIgnoresPVCSubPath(t *testing.T) {
+	m := mustDecode(t, render(t, []string{caseByName(t, "ci-nfs-external").files[0]}, map[string]string{"storage.pvc.subPathPrefix": "homes"}))
+	tpl := projectTemplate(t, m)
+	require.NotNil(t, tpl.Storage.PVC)
+	assert.Empty(t, tpl.Storage.PVC.SubPathPrefix)
+	for _, ctr := range serverDeployment(t, m).Spec.Template.Spec.Containers {
+		for _, vm := range ctr.VolumeMounts {
+			if vm.Name == "projects-home" {
+				assert.Empty(t, vm.SubPath, "%s", ctr.Name)
+			}
+		}
+	}
 }
 
 // The kind tier is offline: every image of values/kind.yaml must be one the tier

@@ -91,7 +91,7 @@ cocalc-kubernetes/release: {{ .Release.Name }}
 {{- default (include "cocalc.componentName" (dict "root" . "suffix" "postgresql")) .Values.postgresql.external.existingSecret -}}
 {{- end -}}
 
-{{/* Claim holding project homes in modes nfsServer and pvc. */}}
+{{/* Claim holding project homes (every mode; in mode nfs one per namespace that mounts the export). */}}
 {{- define "cocalc.projectsClaimName" -}}
 {{- if and (eq .Values.storage.mode "pvc") .Values.storage.pvc.existingClaim -}}
 {{- .Values.storage.pvc.existingClaim -}}
@@ -100,20 +100,33 @@ cocalc-kubernetes/release: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
+{{/*
+Name of the PersistentVolume (cluster-scoped) pre-bound to a mode-nfs claim: "<claim namespace>.<claim name>".
+Namespace names hold no dots, so the first dot splits the name back into the claim's two parts: two claims
+never share a volume name, whatever the release names and namespaces (with "-" "a" + "b-c" and "a-b" + "c"
+would collide). At most 63 + 1 + 63 characters, a valid DNS subdomain.
+Call with (dict "namespace" $ns "claim" $claimName).
+*/}}
+{{- define "cocalc.nfsVolumeName" -}}
+{{- printf "%s.%s" .namespace .claim -}}
+{{- end -}}
+
+{{/*
+The Pod Security level the projects namespace enforces: what runtime project pods meet. Only mode nfsServer
+mounts NFS inline (the in-cluster server's ClusterIP is known only at runtime), which "restricted" forbids.
+*/}}
+{{- define "cocalc.projectsPodSecurityLevel" -}}
+{{- if eq .Values.storage.mode "nfsServer" -}}baseline{{- else -}}restricted{{- end -}}
+{{- end -}}
+
 {{/* Where the server pod sees project homes; the orchestrator creates "<path>/<project_id>" there. */}}
 {{- define "cocalc.projectsServerPath" -}}/projects/home{{- end -}}
 
 {{/* The pod volume holding project homes in the server pod. */}}
 {{- define "cocalc.projectsVolume" -}}
 - name: projects-home
-{{- if eq .Values.storage.mode "nfs" }}
-  nfs:
-    server: {{ .Values.storage.nfs.server | quote }}
-    path: {{ .Values.storage.nfs.path | quote }}
-{{- else }}
   persistentVolumeClaim:
     claimName: {{ include "cocalc.projectsClaimName" . }}
-{{- end }}
 {{- end -}}
 
 {{/* The mount of project homes in a server container. */}}
