@@ -46,6 +46,8 @@ func TestHelmInstallEachValuesFile(t *testing.T) {
 			// here needs its own. It is kept by helm (resource-policy), so
 			// the test deletes it.
 			projects := ns + "-projects"
+			// Storage mode nfs: the chart's volumes are cluster-scoped and kept.
+			deleteNFSVolumesOnSuccess(t, c, ns, projects)
 			t.Cleanup(func() {
 				if !t.Failed() {
 					_ = c.Client.CoreV1().Namespaces().Delete(contextWithTimeout(30*time.Second), projects, metav1.DeleteOptions{})
@@ -85,6 +87,10 @@ func TestHelmInstallEachValuesFile(t *testing.T) {
 				require.Equal(t, ns, tpl.Namespace)
 			}
 			require.Equal(t, releaseName, tpl.Release)
+			if tc.name == "onprem" {
+				// Mode nfs: the server's and the projects' claims are bound to their pre-bound volumes.
+				requireNFSVolumesBound(t, c, ns, tpl.Namespace)
+			}
 
 			out, err := helm.RunHelmCommandAndGetOutputE(t, opts, "test", releaseName, "--timeout", "2m")
 			require.NoError(t, err, "helm test: %s", out)

@@ -43,9 +43,10 @@ type orchestratedRelease struct {
 	orch       *orchProcess
 }
 
-// installForOrchestrator installs values/kind.yaml (pvc mode: the only
-// storage mode whose project pods can be "restricted"; nfs volumes are not
-// allowed there) into a restricted namespace and starts the orchestrator
+// installForOrchestrator installs values/kind.yaml (pvc mode: project pods
+// mount a claim, as in mode nfs, so they can be "restricted"; the inline nfs
+// volumes of mode nfsServer are not allowed there) into a restricted
+// namespace and starts the orchestrator
 // with the ServiceAccount's token.
 func installForOrchestrator(t *testing.T, c *cluster.Cluster, prefix string) *orchestratedRelease {
 	t.Helper()
