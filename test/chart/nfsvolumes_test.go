@@ -174,3 +174,37 @@ func TestNFSVolumeNamesAreUnique(t *testing.T) {
 	}
 	assert.Len(t, seen, len(installs)+1, "one volume per install, two for the separate projects namespace")
 }
+
+// The longest names a release can have (helm allows 53-character release
+// names; fullnameOverride up to 63) still give every object of a kind a
+// name of its own, within Kubernetes' limits: components shorten the
+// fullname, never their suffix.
+func TestLongNamesStayDistinct(t *testing.T) {
+	requireTools(t)
+	everything := caseByName(t, "ci-everything-on").files
+	for _, set := range [][]string{
+		{"fullnameOverride=" + strings.Repeat("f", 63)},
+		{"nameOverride=" + strings.Repeat("n", 40)},
+		nil,
+	} {
+		release := strings.Repeat("r", 53)
+		args := []string{"template", release, chartDir, "--namespace", "cocalc"}
+		for _, f := range everything {
+			args = append(args, "-f", f)
+		}
+		for _, s := range set {
+			args = append(args, "--set", s)
+		}
+		out, err := runHelm(context.Background(), helm3Path, args...)
+		require.NoError(t, err, "%v", set)
+		seen := map[string]bool{}
+		for _, o := range mustDecode(t, out) {
+			key := o.Kind + " " + o.Meta.Namespace + "/" + o.Meta.Name
+			assert.False(t, seen[key], "%v: two objects named %s", set, key)
+			seen[key] = true
+			if o.Kind != "PersistentVolume" {
+				assert.LessOrEqual(t, len(o.Meta.Name), 63, "%v: %s", set, key)
+			}
+		}
+	}
+}

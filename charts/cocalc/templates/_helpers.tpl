@@ -22,8 +22,10 @@ Shared named templates: names, labels, images and storage facts every component 
 {{- end -}}
 
 {{/* "<fullname>-<suffix>", kept within 63 characters. */}}
+{{- /* The fullname is shortened, never the suffix: names of long releases stay distinct ("-server" vs "-server-lb"). */ -}}
 {{- define "cocalc.componentName" -}}
-{{- printf "%s-%s" (include "cocalc.fullname" .root) .suffix | trunc 63 | trimSuffix "-" -}}
+{{- $suffix := printf "-%s" .suffix -}}
+{{- printf "%s%s" (include "cocalc.fullname" .root | trunc (int (sub 63 (len $suffix))) | trimSuffix "-") $suffix -}}
 {{- end -}}
 
 {{- define "cocalc.chart" -}}
