@@ -2,9 +2,7 @@ package e2e
 
 import (
 	"bytes"
-	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"sort"
@@ -19,7 +17,6 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/json"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/discovery/cached/memory"
 	"k8s.io/client-go/dynamic"
 	"k8s.io/client-go/restmapper"
@@ -47,23 +44,13 @@ func renderChart(t *testing.T, opts *helm.Options) []*unstructured.Unstructured 
 	t.Helper()
 	out, err := helm.RenderTemplateE(t, opts, chartDir(), releaseName, nil, opts.ExtraArgs["template"]...)
 	require.NoError(t, err, "helm template")
+	all, err := cluster.DecodeYAML([]byte(out))
+	require.NoError(t, err, "decode rendered manifest")
 	var objs []*unstructured.Unstructured
-	dec := utilyaml.NewYAMLOrJSONDecoder(strings.NewReader(out), 4096)
-	for {
-		var m map[string]any
-		if err := dec.Decode(&m); errors.Is(err, io.EOF) {
-			break
-		} else {
-			require.NoError(t, err, "decode rendered manifest")
+	for _, u := range all {
+		if _, hook := u.GetAnnotations()["helm.sh/hook"]; !hook {
+			objs = append(objs, u)
 		}
-		if len(m) == 0 {
-			continue
-		}
-		u := &unstructured.Unstructured{Object: m}
-		if _, hook := u.GetAnnotations()["helm.sh/hook"]; hook {
-			continue
-		}
-		objs = append(objs, u)
 	}
 	require.NotEmpty(t, objs)
 	return objs
