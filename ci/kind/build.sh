@@ -9,7 +9,6 @@ STATIC_TAGS="urfave_cli_no_docs osusergo netgo static_build no_aufs no_zfs no_bt
 step() { local name=$1; shift; local t0=$SECONDS; log "build $name"; "$@"; log "built $name in $((SECONDS - t0))s"; }
 gob() { local dir=$1; shift; (cd "$TOOLS/$dir" && CGO_ENABLED=0 go build -trimpath "$@"); }
 
-step kind gob kind -o "$KIND_BIN/kind" sigs.k8s.io/kind
 step "kubelet kubeadm kube-proxy kubectl" "$REPO/ci/tools/kube/build.sh" "$KIND_BIN/" \
   k8s.io/kubernetes/cmd/kubelet k8s.io/kubernetes/cmd/kubeadm k8s.io/kubernetes/cmd/kube-proxy k8s.io/kubernetes/cmd/kubectl
 step "containerd ctr" gob containerd -tags "$STATIC_TAGS" \

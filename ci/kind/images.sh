@@ -9,7 +9,8 @@
 source "$(dirname "$0")/lib.sh"
 ensure_dockerd
 B=$KIND_BIN
-KIND_MOD=$(cd "$REPO/ci/tools/kind/kind" && go list -m -f '{{.Dir}}' sigs.k8s.io/kind)
+# The kind module pinned in the root go.mod (the test tooling creates clusters with its library).
+KIND_MOD=$(cd "$REPO" && go mod download sigs.k8s.io/kind && go list -m -f '{{.Dir}}' sigs.k8s.io/kind)
 [ -d "$KIND_MOD/images/base/files" ] || die "kind module has no images/base/files ($KIND_MOD)"
 ROOTFS_IMAGE=cocalc.local/debian-rootfs:latest
 docker image inspect "$ROOTFS_IMAGE" >/dev/null 2>&1 || die "no $ROOTFS_IMAGE: run ci/kind/rootfs.sh"
