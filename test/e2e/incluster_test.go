@@ -176,9 +176,9 @@ func TestInClusterServerRunsProjects(t *testing.T) {
 	t.Run("idle projects stop", func(t *testing.T) {
 		h.t = t
 		idle := project.MustParse("0c0c0c0c-0000-4000-8000-00000000000c")
-		h.start(idle, `{"idleTimeoutSeconds":8}`)
+		h.start(idle, `{"idleTimeoutSeconds":20}`)
 		require.Eventually(t, func() bool { return h.status(idle).State != state.Running }, 2*time.Minute, time.Second,
-			"project with an 8 s idle timeout still running")
+			"project with a 20 s idle timeout still running")
 		require.Eventually(t, func() bool {
 			pods, err := c.Client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=project"})
 			require.NoError(t, err)
