@@ -42,17 +42,26 @@ func waitGone(t *testing.T, pids []int, within time.Duration) {
 
 // TestStopLeavesNothingBehind starts a private api tier and checks Stop
 // ends every process it started and removes the temporary state.
-func TestStopLeavesNothingBehind(t *testing.T) {
+// ownAPITier starts a private api-tier cluster for a test of the tier's own
+// process handling (skipped under -short and on other tiers); ctx bounds
+// the test. The test stops the cluster itself.
+func ownAPITier(t *testing.T, nodes int, timeout time.Duration) (context.Context, *Cluster) {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("starts a control plane")
 	}
 	if tier, _ := TierFromEnv(); tier != TierAPI {
 		t.Skipf("checks the api tier's process handling (this run uses %s)", tier)
 	}
-	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute)
-	defer cancel()
-	c, err := Start(ctx, Options{Tier: TierAPI, Nodes: 2, Logf: t.Logf})
+	ctx, cancel := context.WithTimeout(t.Context(), timeout)
+	t.Cleanup(cancel)
+	c, err := Start(ctx, Options{Tier: TierAPI, Nodes: nodes, Logf: t.Logf})
 	require.NoError(t, err)
+	return ctx, c
+}
+
+func TestStopLeavesNothingBehind(t *testing.T) {
+	ctx, c := ownAPITier(t, 2, 3*time.Minute)
 	pids := c.pids()
 	require.Len(t, pids, 5, "etcd, apiserver, controller-manager, scheduler, kwok")
 	for _, pid := range pids {
@@ -61,7 +70,7 @@ func TestStopLeavesNothingBehind(t *testing.T) {
 	}
 	require.NoError(t, c.Stop(ctx))
 	waitGone(t, pids, 5*time.Second)
-	_, err = os.Stat(c.StateDir)
+	_, err := os.Stat(c.StateDir)
 	require.True(t, os.IsNotExist(err), "temporary state dir %s left behind", c.StateDir)
 }
 

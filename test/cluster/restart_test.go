@@ -79,16 +79,7 @@ func rolePids(t *testing.T, c *Cluster) map[string]int {
 // gone and the new one is a tracked child of the test (so Stop still ends
 // everything), and the other components keep running.
 func TestRestartAPIServerKeepsStateAndProcessHandling(t *testing.T) {
-	if testing.Short() {
-		t.Skip("starts a control plane")
-	}
-	if tier, _ := TierFromEnv(); tier != TierAPI {
-		t.Skipf("checks the api tier's process handling (this run uses %s)", tier)
-	}
-	ctx, cancel := context.WithTimeout(t.Context(), 4*time.Minute)
-	defer cancel()
-	c, err := Start(ctx, Options{Tier: TierAPI, Nodes: 1, Logf: t.Logf})
-	require.NoError(t, err)
+	ctx, c := ownAPITier(t, 1, 4*time.Minute)
 	stopped := false
 	t.Cleanup(func() {
 		if !stopped {
