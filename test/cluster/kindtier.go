@@ -46,6 +46,10 @@ type KindOptions struct {
 	DockerShimDir string
 	// ProbeImage is a small local image for that probe.
 	ProbeImage string
+	// AllowPull lets docker pull NodeImage when it is not local (an
+	// upstream kindest/node where a registry is reachable). Without it a
+	// missing node image is an error, never a registry request.
+	AllowPull bool
 	Logf       func(format string, args ...any)
 }
 
@@ -84,7 +88,7 @@ func detectQuirks(ctx context.Context, probeImage string) (hostQuirks, error) {
 // privilegedFails probes whether `docker run --privileged` fails here
 // because the host withholds a capability.
 func privilegedFails(ctx context.Context, probeImage string) (bool, error) {
-	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--privileged", "--entrypoint", "/bin/true", probeImage).CombinedOutput()
+	out, err := exec.CommandContext(ctx, "docker", "run", "--rm", "--pull=never", "--privileged", "--entrypoint", "/bin/true", probeImage).CombinedOutput()
 	if err == nil {
 		return false, nil
 	}
@@ -186,6 +190,11 @@ func CreateKind(ctx context.Context, o KindOptions) (*Cluster, error) {
 	}
 	if err := EnsureDocker(ctx, filepath.Join(o.StateDir, "dockerd.log"), o.Logf); err != nil {
 		return nil, err
+	}
+	if !o.AllowPull {
+		if out, err := exec.CommandContext(ctx, "docker", "image", "inspect", "--format", "{{.Id}}", o.NodeImage).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("node image %s is not in the local docker (build it: make cluster-kind): %s", o.NodeImage, strings.TrimSpace(string(out)))
+		}
 	}
 	q, err := detectQuirks(ctx, o.ProbeImage)
 	if err != nil {

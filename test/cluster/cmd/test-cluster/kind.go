@@ -80,7 +80,10 @@ func upKind(nodeImage string, timeout time.Duration) error {
 		Images:        imageRefs(),
 		DockerShimDir: cluster.DockerShimDir(root),
 		ProbeImage:    cluster.ProbeImage,
-		Logf:          logf,
+		// Only an image named on the command line (kindest/node where a
+		// registry is reachable) may be pulled; ours are built here.
+		AllowPull: !strings.HasPrefix(nodeImage, "cocalc.local/"),
+		Logf:      logf,
 	})
 	if err != nil {
 		return err
