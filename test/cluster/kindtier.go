@@ -50,7 +50,7 @@ type KindOptions struct {
 	// upstream kindest/node where a registry is reachable). Without it a
 	// missing node image is an error, never a registry request.
 	AllowPull bool
-	Logf       func(format string, args ...any)
+	Logf      func(format string, args ...any)
 }
 
 // hostQuirks are the fixes a restricted host (like this project's CI VMs)
