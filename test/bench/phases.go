@@ -44,6 +44,42 @@ type Env struct {
 // processCounter is implemented by methods that spawn processes.
 type processCounter interface{ Processes() int64 }
 
+// spending measures what a phase costs from its start: API requests (by
+// scraping the API server), the method's CPU and, for methods that spawn
+// them, processes.
+type spending struct {
+	admin    kubernetes.Interface
+	m        Method
+	requests RequestCounts
+	cpu      time.Duration
+	procs    int64
+}
+
+func startSpending(ctx context.Context, admin kubernetes.Interface, m Method) (*spending, error) {
+	requests, err := ScrapeRequests(ctx, admin)
+	if err != nil {
+		return nil, err
+	}
+	return &spending{admin: admin, m: m, requests: requests, cpu: m.CPU(), procs: processes(m)}, nil
+}
+
+// since returns the requests, CPU and processes spent since the start.
+func (s *spending) since(ctx context.Context) (RequestCounts, time.Duration, int64, error) {
+	after, err := ScrapeRequests(ctx, s.admin)
+	if err != nil {
+		return nil, 0, 0, err
+	}
+	return after.Sub(s.requests), s.m.CPU() - s.cpu, processes(s.m) - s.procs, nil
+}
+
+// processes counts the processes m has spawned (0 for in-process methods).
+func processes(m Method) int64 {
+	if pc, ok := m.(processCounter); ok {
+		return pc.Processes()
+	}
+	return 0
+}
+
 // MeasureCycles runs n start+stop cycles of m on fresh projects, in lanes
 // concurrent lanes (1 = strictly sequential), after warm sequential
 // cycles that are not recorded (connection set-up, kubectl's discovery
@@ -59,14 +95,9 @@ func MeasureCycles(ctx context.Context, env Env, m Method, n, lanes, warm int) (
 			return res, fmt.Errorf("%s: warm-up stop: %w", m.Name(), err)
 		}
 	}
-	before, err := ScrapeRequests(ctx, env.Admin)
+	spent, err := startSpending(ctx, env.Admin, m)
 	if err != nil {
 		return res, err
-	}
-	cpu0 := m.CPU()
-	var procs0 int64
-	if pc, ok := m.(processCounter); ok {
-		procs0 = pc.Processes()
 	}
 	var (
 		mu                       sync.Mutex
@@ -103,20 +134,17 @@ func MeasureCycles(ctx context.Context, env Env, m Method, n, lanes, warm int) (
 	}
 	wg.Wait()
 	res.Wall = time.Since(began)
-	after, err := ScrapeRequests(ctx, env.Admin)
+	d, cpu, procs, err := spent.since(ctx)
 	if err != nil {
 		return res, err
 	}
 	res.Cycles = len(start)
 	res.Start, res.StartDetect, res.Stop, res.StopDetect = Summarize(start), Summarize(sdet), Summarize(stop), Summarize(stdet)
 	if total := res.Cycles + res.Errors; total > 0 {
-		d := after.Sub(before)
 		res.RequestsPerCycle = d.Total() / float64(total)
 		res.PodReqPerCycle = d.Resource("pods") / float64(total)
-		res.CPUPerCycle = (m.CPU() - cpu0) / time.Duration(total)
-		if pc, ok := m.(processCounter); ok {
-			res.ProcsPerCycle = float64(pc.Processes()-procs0) / float64(total)
-		}
+		res.CPUPerCycle = cpu / time.Duration(total)
+		res.ProcsPerCycle = float64(procs) / float64(total)
 	}
 	return res, nil
 }
@@ -167,14 +195,9 @@ func MeasureStatus(ctx context.Context, env Env, m Method, n int) (StatusResult,
 		return res, fmt.Errorf("%s: status phase start: %w", m.Name(), err)
 	}
 	defer func() { _ = m.Stop(context.WithoutCancel(ctx), id) }()
-	before, err := ScrapeRequests(ctx, env.Admin)
+	spent, err := startSpending(ctx, env.Admin, m)
 	if err != nil {
 		return res, err
-	}
-	cpu0 := m.CPU()
-	var procs0 int64
-	if pc, ok := m.(processCounter); ok {
-		procs0 = pc.Processes()
 	}
 	lat := make([]time.Duration, 0, n)
 	for i := 0; i < n; i++ {
@@ -186,20 +209,17 @@ func MeasureStatus(ctx context.Context, env Env, m Method, n int) (StatusResult,
 		}
 		lat = append(lat, time.Since(t0))
 	}
-	after, err := ScrapeRequests(ctx, env.Admin)
+	d, cpu, procs, err := spent.since(ctx)
 	if err != nil {
 		return res, err
 	}
-	d := after.Sub(before)
 	res.Latency = Summarize(lat)
 	res.PodRequests = d.Resource("pods") / float64(n)
 	// A request is counted once served, so the "before" scrape is in the
 	// delta: subtract it.
 	res.AllRequests = max(d.Foreground()-1, 0) / float64(n)
-	res.CPUPerStatus = (m.CPU() - cpu0) / time.Duration(n)
-	if pc, ok := m.(processCounter); ok {
-		res.ProcsPerStatus = float64(pc.Processes()-procs0) / float64(n)
-	}
+	res.CPUPerStatus = cpu / time.Duration(n)
+	res.ProcsPerStatus = float64(procs) / float64(n)
 	return res, nil
 }
 
