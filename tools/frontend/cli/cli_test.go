@@ -25,6 +25,7 @@ import (
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/yaml"
 
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/fixture"
@@ -240,20 +241,7 @@ func TestServeEndToEnd(t *testing.T) {
 	if os.Getuid() != 0 {
 		tpl.Security.RunAsUser, tpl.Security.RunAsGroup, tpl.Security.FSGroup = int64(os.Getuid()), int64(os.Getgid()), int64(os.Getgid())
 	}
-	data, err := yaml.Marshal(tpl)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tplFile := filepath.Join(dir, "template.yaml")
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	os.WriteFile(tplFile, data, 0o600)
-	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-users: [{name: u, user: {token: "t"}}]
-contexts: [{name: x, context: {cluster: c, user: u}}]
-current-context: x
-`), 0o600)
+	tplFile, kubeconfig := writeTemplateAndKubeconfig(t, dir, tpl)
 
 	cs := fake.NewClientset(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: fixture.NFSServiceName, Namespace: fixture.Namespace},
 		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.20"}})
@@ -354,23 +342,37 @@ func kubelet(t *testing.T, cs *fake.Clientset) {
 	}()
 }
 
+// writeTemplateAndKubeconfig writes tpl and a kubeconfig whose server never
+// answers (the tests substitute a fake clientset) into dir.
+func writeTemplateAndKubeconfig(t *testing.T, dir string, tpl *podtemplate.Template) (tplFile, kubeconfig string) {
+	t.Helper()
+	data, err := yaml.Marshal(tpl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tplFile = filepath.Join(dir, "template.yaml")
+	kubeconfig = filepath.Join(dir, "kubeconfig")
+	for path, content := range map[string][]byte{tplFile: data, kubeconfig: []byte(`apiVersion: v1
+kind: Config
+clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
+users: [{name: u, user: {token: "t"}}]
+contexts: [{name: x, context: {cluster: c, user: u}}]
+current-context: x
+`)} {
+		if err := os.WriteFile(path, content, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return tplFile, kubeconfig
+}
+
 // TestProjectDirectMode drives the cluster without the API (--kubeconfig),
 // through the same core as serve.
 func TestProjectDirectMode(t *testing.T) {
 	dir := t.TempDir()
 	tpl := fixture.Template()
 	tpl.Storage.ServerPath = dir
-	data, _ := yaml.Marshal(tpl)
-	tplFile := filepath.Join(dir, "template.yaml")
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	os.WriteFile(tplFile, data, 0o600)
-	os.WriteFile(kubeconfig, []byte(`apiVersion: v1
-kind: Config
-clusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]
-users: [{name: u, user: {token: "t"}}]
-contexts: [{name: x, context: {cluster: c, user: u}}]
-current-context: x
-`), 0o600)
+	tplFile, kubeconfig := writeTemplateAndKubeconfig(t, dir, tpl)
 	id := project.MustParse(pid)
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: id.PodName(), Namespace: fixture.Namespace, Labels: tpl.SelectorLabels},
 		Status: corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled,
