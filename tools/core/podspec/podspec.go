@@ -217,6 +217,11 @@ func Build(t *podtemplate.Template, in Input) (*corev1.Pod, error) {
 	if t.RuntimeClassName != "" {
 		pod.Spec.RuntimeClassName = ptr.To(t.RuntimeClassName)
 	}
+	if t.DNSConfig != nil {
+		// The template's resolver only, never the cluster's.
+		pod.Spec.DNSPolicy = corev1.DNSNone
+		pod.Spec.DNSConfig = t.DNSConfig.DeepCopy()
+	}
 	for _, s := range t.Image.PullSecrets {
 		pod.Spec.ImagePullSecrets = append(pod.Spec.ImagePullSecrets, corev1.LocalObjectReference{Name: s})
 	}

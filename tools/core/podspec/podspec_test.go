@@ -210,6 +210,39 @@ func TestSecurityAndContainer(t *testing.T) {
 	}
 }
 
+// A template resolver replaces the cluster's (dnsPolicy None); without one
+// the pod keeps the API default (ClusterFirst) and its spec hash is unchanged.
+func TestDNSConfig(t *testing.T) {
+	plain := build(t, fixture.Template(), podtemplate.Quota{})
+	if plain.Spec.DNSPolicy != "" || plain.Spec.DNSConfig != nil {
+		t.Errorf("no template resolver: dnsPolicy %q dnsConfig %+v", plain.Spec.DNSPolicy, plain.Spec.DNSConfig)
+	}
+	tpl := fixture.Template()
+	tpl.DNSConfig = &corev1.PodDNSConfig{
+		Nameservers: []string{"10.0.0.53"},
+		Searches:    []string{"svc.cluster.local"},
+		Options:     []corev1.PodDNSConfigOption{{Name: "ndots", Value: ptrTo("2")}},
+	}
+	pod := build(t, tpl, podtemplate.Quota{})
+	if pod.Spec.DNSPolicy != corev1.DNSNone {
+		t.Errorf("dnsPolicy = %q, want None", pod.Spec.DNSPolicy)
+	}
+	if got := pod.Spec.DNSConfig; got == nil || got.Nameservers[0] != "10.0.0.53" || got.Searches[0] != "svc.cluster.local" ||
+		got.Options[0].Name != "ndots" || *got.Options[0].Value != "2" {
+		t.Errorf("dnsConfig = %+v", got)
+	}
+	// The pod holds a copy: the template is shared by every start.
+	pod.Spec.DNSConfig.Nameservers[0] = "192.0.2.1"
+	if tpl.DNSConfig.Nameservers[0] != "10.0.0.53" {
+		t.Error("Build shares the template's dnsConfig with the pod")
+	}
+	if pod.Annotations[AnnotationSpecHash] == plain.Annotations[AnnotationSpecHash] {
+		t.Error("spec hash ignores the resolver: running pods would not be seen as stale")
+	}
+}
+
+func ptrTo[T any](v T) *T { return &v }
+
 func TestEnv(t *testing.T) {
 	tpl := fixture.Template()
 	tpl.Env = []corev1.EnvVar{{Name: "TZ", Value: "UTC"}, {Name: EnvProjectID, Value: "spoof"}}

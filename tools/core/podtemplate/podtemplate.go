@@ -11,6 +11,7 @@ package podtemplate
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"os"
 	"path"
 	"strings"
@@ -96,6 +97,11 @@ type Template struct {
 	Affinity          *corev1.Affinity    `json:"affinity,omitempty"`
 	PriorityClassName string              `json:"priorityClassName,omitempty"`
 	RuntimeClassName  string              `json:"runtimeClassName,omitempty"`
+	// DNSConfig, when set, replaces the cluster resolver of project pods
+	// (dnsPolicy None with this dnsConfig): the chart's projects.dns, a
+	// resolver that answers only the cluster zone, so that projects without
+	// network cannot tunnel data out through DNS queries.
+	DNSConfig *corev1.PodDNSConfig `json:"dnsConfig,omitempty"`
 	// TerminationGracePeriodSeconds for project pods (stop grace period).
 	TerminationGracePeriodSeconds int64 `json:"terminationGracePeriodSeconds"`
 
@@ -266,6 +272,20 @@ func (t *Template) Validate() error {
 		add("security: runAsUser and runAsGroup must be non-root (> 0)")
 	}
 	t.Storage.validate(add)
+	if d := t.DNSConfig; d != nil {
+		// The API server's limits for dnsPolicy None.
+		if n := len(d.Nameservers); n < 1 || n > 3 {
+			add("dnsConfig.nameservers: 1 to 3 resolver IPs are required, got %d", n)
+		}
+		for _, ns := range d.Nameservers {
+			if _, err := netip.ParseAddr(ns); err != nil {
+				add("dnsConfig.nameservers: %q is not an IP address", ns)
+			}
+		}
+		if len(d.Searches) > 32 {
+			add("dnsConfig.searches: at most 32, got %d", len(d.Searches))
+		}
+	}
 	if t.TerminationGracePeriodSeconds < 0 {
 		add("terminationGracePeriodSeconds: must be >= 0")
 	}

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"testing"
 
+	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
@@ -67,6 +68,13 @@ func TestValidateNamesTheBadField(t *testing.T) {
 			t.Storage.Mode, t.Storage.NFS = podtemplate.ModePVC, nil
 			t.Storage.PVC = &podtemplate.PVCStorage{ClaimName: "homes", SubPathPrefix: "/abs"}
 		}, "subPathPrefix"},
+		{"dns without nameservers", func(t *podtemplate.Template) {
+			t.DNSConfig = &corev1.PodDNSConfig{Searches: []string{"svc.cluster.local"}}
+		}, "dnsConfig.nameservers"},
+		{"dns with four nameservers", func(t *podtemplate.Template) {
+			t.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"10.0.0.1", "10.0.0.2", "10.0.0.3", "10.0.0.4"}}
+		}, "dnsConfig.nameservers"},
+		{"dns nameserver not an IP", func(t *podtemplate.Template) { t.DNSConfig = &corev1.PodDNSConfig{Nameservers: []string{"kube-dns"}} }, `"kube-dns" is not an IP`},
 		{"pvc with nfs block", func(t *podtemplate.Template) {
 			t.Storage.Mode = podtemplate.ModePVC
 			t.Storage.PVC = &podtemplate.PVCStorage{ClaimName: "homes"}
