@@ -10,8 +10,10 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"syscall"
-	"time"
+	"sort"
+	"strings"
+
+	"golang.org/x/sys/unix"
 )
 
 // CopyRequest is a copy_path call: the original's command-line options, and
@@ -34,6 +36,10 @@ type CopyRequest struct {
 	ExcludeHistory bool
 	// Exclude adds rsync --exclude patterns.
 	Exclude []string
+	// SourceNoFollow resolves the source path without following any
+	// symbolic link (public copies: what was published is exactly the
+	// folder named, never what a link in its path points to).
+	SourceNoFollow bool
 }
 
 // Copy copies a file or directory tree between (or within) projects with the
@@ -52,6 +58,12 @@ type CopyRequest struct {
 //
 // FIFOs, sockets and devices are skipped (the project user cannot create
 // devices; the others have no content to copy).
+//
+// The source tree is read first (like rsync's file list, so copying a
+// directory into one of its own subdirectories terminates), within the
+// store's Limits: a tree over them fails the copy before anything is
+// written. Both trees are then walked with one directory handle per level
+// (dirHandle), and the context is checked at every entry and every read.
 func (s Store) Copy(ctx context.Context, req CopyRequest) error {
 	if req.TargetProject == "" {
 		req.TargetProject = req.SourceProject
@@ -66,14 +78,14 @@ func (s Store) Copy(ctx context.Context, req CopyRequest) error {
 		return err
 	}
 	srcProjectPath := s.ProjectPath(req.SourceProject)
-	srcRel, ok := resolve(srcProjectPath, req.SourcePath)
-	if !ok {
-		return pathErrorf("source path (=%s) must be contained in project_path (=%s)", req.SourcePath, srcProjectPath)
+	srcRel, err := resolveHubPath(srcProjectPath, req.SourcePath, "source path", "project_path (="+srcProjectPath+")")
+	if err != nil {
+		return err
 	}
 	dstProjectPath := s.ProjectPath(req.TargetProject)
-	dstRel, ok := resolve(dstProjectPath, req.TargetPath)
-	if !ok {
-		return pathErrorf("target path (=%s) must be contained in target project path (=%s)", req.TargetPath, dstProjectPath)
+	dstRel, err := resolveHubPath(dstProjectPath, req.TargetPath, "target path", "target project path (="+dstProjectPath+")")
+	if err != nil {
+		return err
 	}
 
 	src, err := s.openProject(req.SourceProject, false)
@@ -81,18 +93,15 @@ func (s Store) Copy(ctx context.Context, req CopyRequest) error {
 		return pathErrorf("source path (=%s) does not exist", req.SourcePath)
 	}
 	defer src.Close()
-	srcInfo, err := src.Lstat(srcRel)
+	sp, srcName, err := openSourceParent(src, srcRel, req.SourceNoFollow)
 	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return pathErrorf("source path (=%s) does not exist", req.SourcePath)
-		}
-		return pathErrorf("source path (=%s) cannot be read: %v", req.SourcePath, unwrapPathError(err))
+		return sourceError(req.SourcePath, err)
 	}
-	dst, err := s.openProject(req.TargetProject, true)
+	defer sp.Close()
+	srcInfo, err := sp.lstat(srcName)
 	if err != nil {
-		return err
+		return sourceError(req.SourcePath, err)
 	}
-	defer dst.Close()
 
 	patterns := append([]string{}, DefaultExcludes...)
 	if req.ExcludeHistory {
@@ -103,26 +112,17 @@ func (s Store) Copy(ctx context.Context, req CopyRequest) error {
 	if err != nil {
 		return &PathError{Msg: err.Error()}
 	}
-	c := &copier{ctx: ctx, s: s, src: src, dst: dst, req: req, ex: ex, rootSrc: srcRel}
+	c := &copier{s: s, req: req, ex: ex, budget: newWalkBudget(ctx, s.Limits)}
 
-	if srcInfo.IsDir() {
-		if err := s.mkdirAll(dst, filepath.Dir(dstRel)); err != nil {
-			return fmt.Errorf("create target parent: %w", err)
-		}
-		c.copyTree(srcRel, dstRel, srcInfo)
+	if srcInfo.isDir() {
+		err = c.copyDir(sp, srcName, srcInfo, req.TargetProject, dstRel)
 	} else {
-		name := filepath.Base(srcRel)
-		if c.ex.match(name, false) {
-			return nil
-		}
-		if st, err := dst.Stat(dstRel); err == nil && st.IsDir() {
-			dstRel = filepath.Join(dstRel, name)
-		} else if err := s.mkdirAll(dst, filepath.Dir(dstRel)); err != nil {
-			return fmt.Errorf("create target parent: %w", err)
-		}
-		c.syncEntry(srcRel, dstRel, srcInfo)
+		err = c.copyFile(sp, srcName, srcInfo, req.TargetProject, dstRel)
 	}
-	if err := ctx.Err(); err != nil {
+	if err == nil {
+		err = ctx.Err()
+	}
+	if err != nil {
 		c.errs = append(c.errs, err)
 	}
 	if len(c.errs) > 0 {
@@ -131,282 +131,532 @@ func (s Store) Copy(ctx context.Context, req CopyRequest) error {
 	return nil
 }
 
+// resolveHubPath is resolve with the refusals every path from the hub or
+// its database gets, worded as the original's messages ("<what> (=<p>)
+// must be contained in <within>").
+func resolveHubPath(projectPath, p, what, within string) (string, error) {
+	if hasDotDot(p) {
+		return "", pathErrorf("%s (=%s) must not contain a '..' segment", what, p)
+	}
+	rel, ok := resolve(projectPath, p)
+	if !ok {
+		return "", pathErrorf("%s (=%s) must be contained in %s", what, p, within)
+	}
+	return rel, nil
+}
+
 type copier struct {
-	ctx  context.Context
-	s    Store
-	src  *os.Root
-	dst  *os.Root
-	req  CopyRequest
-	ex   excludes
-	errs []error
-	// rootSrc is the source path of the transfer root.
-	rootSrc string
-	// dirTimes are applied after the contents are written (writing into a
-	// directory changes its mtime).
-	dirTimes []dirTime
+	s      Store
+	req    CopyRequest
+	ex     excludes
+	budget *walkBudget
+	errs   []error
 }
 
-type dirTime struct {
-	rel   string
-	mtime time.Time
-}
-
-type srcEntry struct {
-	rel  string // relative to the transfer root
-	info fs.FileInfo
+// node is one entry of the source tree, read before anything is written.
+type node struct {
+	name string
+	st   fileStat
+	// children of a directory; walked says they are complete (false for a
+	// mount point or an unreadable directory: nothing below it is deleted).
+	children []*node
+	walked   bool
 }
 
 func (c *copier) fail(format string, a ...any) {
 	c.errs = append(c.errs, fmt.Errorf(format, a...))
 }
 
-// copyTree builds the whole file list first (like rsync), so copying a
-// directory into one of its own subdirectories terminates.
-func (c *copier) copyTree(srcRoot, dstRoot string, rootInfo fs.FileInfo) {
-	rootDev := deviceOf(rootInfo)
-	var list []srcEntry
-	var walk func(rel string)
-	walk = func(rel string) {
-		d, err := c.src.Open(filepath.Join(srcRoot, rel))
+// copyDir copies the directory name of the open source directory sp (its
+// metadata st) to dstRel of the target project.
+func (c *copier) copyDir(sp *dirHandle, name string, st fileStat, target, dstRel string) error {
+	sd, err := sp.openDir(name)
+	if err != nil {
+		return sourceError(c.req.SourcePath, err)
+	}
+	defer sd.Close()
+	root := &node{name: name, st: st}
+	if err := c.scan(sd, root, "", 0, st.dev); err != nil {
+		return err
+	}
+
+	dst, err := c.s.openProject(target, true)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	if dstRel == "." || c.isLinkToDir(dst, dstRel) {
+		// The home itself, or a link to a directory of the target project
+		// (rsync resolves "dst/"; os.Root keeps it inside the project).
+		dd, err := openDirHandle(dst, dstRel)
 		if err != nil {
-			c.fail("read directory %s: %v", rel, unwrapPathError(err))
-			return
+			return fmt.Errorf("open target %s: %w", c.req.TargetPath, unwrapPathError(err))
 		}
-		ents, err := d.ReadDir(-1)
+		defer dd.Close()
+		c.syncContents(sd, dd, root, "", 0)
+		if err := dd.chmodSelf(root.st.mode.Perm() | (root.st.mode & fs.ModeSticky)); err != nil {
+			c.fail("chmod %s: %v", c.req.TargetPath, err)
+		}
+		if c.s.UID >= 0 {
+			if err := dd.f.Chown(c.s.UID, c.s.GID); err != nil {
+				c.fail("chown %s: %v", c.req.TargetPath, err)
+			}
+		}
+		return nil
+	}
+	if err := c.s.mkdirAll(dst, filepath.Dir(dstRel)); err != nil {
+		return fmt.Errorf("create target parent: %w", err)
+	}
+	dp, err := openDirHandle(dst, filepath.Dir(dstRel))
+	if err != nil {
+		return fmt.Errorf("open target parent of %s: %w", c.req.TargetPath, unwrapPathError(err))
+	}
+	defer dp.Close()
+	c.syncDir(sd, dp, root, filepath.Base(dstRel), "", 0)
+	return nil
+}
+
+// copyFile copies the non-directory name of the open source directory sp
+// (its metadata st) to dstRel (or into it, if that is a directory).
+func (c *copier) copyFile(sp *dirHandle, name string, st fileStat, target, dstRel string) error {
+	if c.ex.match(name, false) {
+		return nil
+	}
+	dst, err := c.s.openProject(target, true)
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	parentRel, dstName := filepath.Dir(dstRel), filepath.Base(dstRel)
+	if info, err := dst.Stat(dstRel); err == nil && info.IsDir() {
+		parentRel, dstName = dstRel, name
+	} else if err := c.s.mkdirAll(dst, parentRel); err != nil {
+		return fmt.Errorf("create target parent: %w", err)
+	}
+	dp, err := openDirHandle(dst, parentRel)
+	if err != nil {
+		return fmt.Errorf("open target parent of %s: %w", c.req.TargetPath, unwrapPathError(err))
+	}
+	defer dp.Close()
+	c.syncLeaf(sp, dp, &node{name: name, st: st}, dstName, "")
+	return nil
+}
+
+// openSourceParent opens the directory that holds the source srcRel and
+// returns it with the source's own name in it ("." for the home itself,
+// whose "parent" handle is the home). Links on the way are followed inside
+// the project (os.Root), as the original followed them; with noFollow
+// every component is opened from its parent's handle without following a
+// link, so a published folder cannot lead anywhere else through one.
+func openSourceParent(src *os.Root, srcRel string, noFollow bool) (*dirHandle, string, error) {
+	if srcRel == "." {
+		d, err := openDirHandle(src, ".")
+		return d, ".", err
+	}
+	parent, name := filepath.Dir(srcRel), filepath.Base(srcRel)
+	if !noFollow {
+		d, err := openDirHandle(src, parent)
+		return d, name, err
+	}
+	d, err := openDirHandle(src, ".")
+	if err != nil {
+		return nil, "", err
+	}
+	if parent == "." {
+		return d, name, nil
+	}
+	for _, seg := range strings.Split(parent, "/") {
+		next, err := d.openDir(seg)
 		d.Close()
+		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
+			return nil, "", fmt.Errorf("%w: %s is a symbolic link or not a directory", errThroughLink, seg)
+		}
 		if err != nil {
-			c.fail("read directory %s: %v", rel, unwrapPathError(err))
+			return nil, "", err
 		}
-		for _, e := range ents {
-			child := filepath.Join(rel, e.Name())
-			if c.ex.match(filepath.ToSlash(child), e.IsDir()) {
-				continue
-			}
-			info, err := e.Info()
-			if err != nil {
-				continue // vanished meanwhile
-			}
-			list = append(list, srcEntry{rel: child, info: info})
-			if e.IsDir() && deviceOf(info) == rootDev {
-				walk(child)
-			}
-		}
+		d = next
 	}
-	list = append(list, srcEntry{rel: ".", info: rootInfo})
-	walk(".")
-
-	inSource := make(map[string]bool, len(list))
-	for _, e := range list {
-		inSource[e.rel] = true
-	}
-	for _, e := range list {
-		if c.ctx.Err() != nil {
-			return
-		}
-		dstRel := filepath.Join(dstRoot, e.rel)
-		if !c.syncEntry(filepath.Join(srcRoot, e.rel), dstRel, e.info) {
-			continue
-		}
-		if e.info.IsDir() && c.req.DeleteMissing {
-			c.deleteExtraneous(e.rel, dstRel, inSource)
-		}
-	}
-	for i := len(c.dirTimes) - 1; i >= 0; i-- {
-		t := c.dirTimes[i]
-		if err := c.dst.Chtimes(t.rel, t.mtime, t.mtime); err != nil {
-			c.fail("set times of %s: %v", t.rel, unwrapPathError(err))
-		}
-	}
+	return d, name, nil
 }
 
-// deleteExtraneous removes what the target directory holds and the source
-// does not (rsync --delete); excluded names are protected.
-func (c *copier) deleteExtraneous(rel, dstRel string, inSource map[string]bool) {
-	d, err := c.dst.Open(dstRel)
-	if err != nil {
-		return
+var errThroughLink = errors.New("the path passes through a symbolic link")
+
+// sourceError words a failure to reach the copy's source as the original.
+func sourceError(path string, err error) error {
+	if errors.Is(err, fs.ErrNotExist) {
+		return pathErrorf("source path (=%s) does not exist", path)
 	}
-	ents, err := d.ReadDir(-1)
-	d.Close()
-	if err != nil {
-		c.fail("read target directory %s: %v", dstRel, unwrapPathError(err))
-		return
-	}
-	for _, e := range ents {
-		child := filepath.Join(rel, e.Name())
-		if inSource[child] || c.ex.match(filepath.ToSlash(child), e.IsDir()) {
-			continue
-		}
-		c.removeOrBackup(filepath.Join(dstRel, e.Name()), e.IsDir())
-	}
+	return pathErrorf("source path (=%s) cannot be read: %v", path, unwrapPathError(err))
 }
 
-func (c *copier) removeOrBackup(dstRel string, isDir bool) {
-	var err error
-	if c.req.Backup && !isDir {
-		err = c.dst.Rename(dstRel, dstRel+"~")
-	} else {
-		err = c.dst.RemoveAll(dstRel)
-	}
-	if err != nil {
-		c.fail("remove %s: %v", dstRel, unwrapPathError(err))
-	}
-}
-
-// syncEntry makes dstRel match the source entry. It reports whether the
-// target now is a directory that can receive children.
-func (c *copier) syncEntry(srcRel, dstRel string, info fs.FileInfo) bool {
-	cur, curErr := c.dst.Lstat(dstRel)
-	exists := curErr == nil
-	if curErr != nil && !errors.Is(curErr, fs.ErrNotExist) {
-		c.fail("stat %s: %v", dstRel, unwrapPathError(curErr))
+func (c *copier) isLinkToDir(r *os.Root, rel string) bool {
+	st, err := r.Lstat(rel)
+	if err != nil || st.Mode()&fs.ModeSymlink == 0 {
 		return false
 	}
-	mode := info.Mode()
-	if exists && mode.IsDir() && cur.Mode()&fs.ModeSymlink != 0 && srcRel == c.rootSrc {
-		// The target directory itself may be a link to a directory of the
-		// target project (rsync resolves "dst/"); os.Root keeps it inside.
-		if st, err := c.dst.Stat(dstRel); err == nil && st.IsDir() {
-			cur = st
+	st, err = r.Stat(rel)
+	return err == nil && st.IsDir()
+}
+
+// scan reads the tree below the open directory d into n, within the
+// budget. Errors that end the copy (limits, context) are returned; an
+// unreadable entry is recorded and skipped.
+func (c *copier) scan(d *dirHandle, n *node, rel string, depth int, rootDev uint64) error {
+	names, err := c.budget.readAllNames(d, displayRel(rel))
+	if err != nil {
+		if errors.Is(err, ErrLimit) || c.budget.check() != nil {
+			return err
+		}
+		c.fail("%v", err)
+		return nil
+	}
+	sort.Strings(names)
+	n.walked = true
+	for _, name := range names {
+		if err := c.budget.check(); err != nil {
+			return err
+		}
+		st, err := d.lstat(name)
+		if err != nil {
+			continue // vanished meanwhile
+		}
+		childRel := joinRel(rel, name)
+		if err := c.budget.checkPath(childRel); err != nil {
+			return err
+		}
+		if c.ex.match(childRel, st.isDir()) {
+			continue
+		}
+		child := &node{name: name, st: st}
+		n.children = append(n.children, child)
+		if !st.isDir() || st.dev != rootDev {
+			continue // rsync -x: a mount point is created, not entered
+		}
+		if err := c.budget.enter(depth+1, childRel); err != nil {
+			return err
+		}
+		cd, err := d.openDir(name)
+		if err != nil {
+			c.fail("read directory %s: %v", childRel, unwrapPathError(err))
+			continue
+		}
+		err = c.scan(cd, child, childRel, depth+1, rootDev)
+		cd.Close()
+		if err != nil {
+			return err
 		}
 	}
-	switch {
-	case mode.IsDir():
-		if exists && !cur.IsDir() {
-			c.removeOrBackup(dstRel, false)
+	return nil
+}
+
+// syncContents makes the open target directory dd hold n's children, and
+// nothing else with delete_missing.
+func (c *copier) syncContents(sd, dd *dirHandle, n *node, rel string, depth int) {
+	for _, child := range n.children {
+		if c.budget.check() != nil {
+			return
 		}
-		if !exists || !cur.IsDir() {
-			if err := c.dst.Mkdir(dstRel, 0o700); err != nil {
-				c.fail("mkdir %s: %v", dstRel, unwrapPathError(err))
-				return false
+		childRel := joinRel(rel, child.name)
+		if child.st.isDir() {
+			var cd *dirHandle
+			if child.walked {
+				var err error
+				if cd, err = sd.openDir(child.name); err != nil {
+					c.fail("read directory %s: %v", displayRel(childRel), unwrapPathError(err))
+					continue
+				}
 			}
-		}
-		c.setAttrs(dstRel, mode)
-		c.dirTimes = append(c.dirTimes, dirTime{rel: dstRel, mtime: info.ModTime()})
-		return true
-	case mode&fs.ModeSymlink != 0, mode.IsRegular():
-		if exists && cur.IsDir() {
-			if !c.req.DeleteMissing {
-				c.fail("cannot replace directory %s with a non-directory (use delete_missing)", dstRel)
-				return false
+			c.syncDir(cd, dd, child, child.name, childRel, depth+1)
+			if cd != nil {
+				cd.Close()
 			}
-			if err := c.dst.RemoveAll(dstRel); err != nil {
-				c.fail("remove %s: %v", dstRel, unwrapPathError(err))
-				return false
-			}
-			exists = false
-		}
-		if exists && !c.req.OverwriteNewer && cur.ModTime().After(info.ModTime()) {
-			return false // rsync --update: the target is newer
-		}
-		if mode&fs.ModeSymlink != 0 {
-			c.syncSymlink(srcRel, dstRel, cur, exists)
 		} else {
-			c.syncFile(srcRel, dstRel, info, cur, exists)
+			c.syncLeaf(sd, dd, child, child.name, childRel)
 		}
-		return false
-	default:
-		return false
+	}
+	if c.req.DeleteMissing && n.walked && c.budget.check() == nil {
+		c.deleteExtraneous(dd, n, rel, depth)
 	}
 }
 
-func (c *copier) syncSymlink(srcRel, dstRel string, cur fs.FileInfo, exists bool) {
-	target, err := c.src.Readlink(srcRel)
-	if err != nil {
-		c.fail("read link %s: %v", srcRel, unwrapPathError(err))
+// syncDir makes dstName in dp the directory n, then fills it from the open
+// source directory sd (nil when n was not walked); the times are set after
+// the contents, which change them.
+func (c *copier) syncDir(sd, dp *dirHandle, n *node, dstName, rel string, depth int) {
+	what := c.targetDisplay(rel)
+	cur, err := dp.lstat(dstName)
+	exists := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.fail("stat %s: %v", what, unwrapPathError(err))
 		return
 	}
-	if exists && cur.Mode()&fs.ModeSymlink != 0 {
-		if old, err := c.dst.Readlink(dstRel); err == nil && old == target {
-			c.chown(dstRel)
+	if exists && !cur.isDir() {
+		c.removeOrBackup(dp, dstName, false, what, depth)
+	}
+	if !exists || !cur.isDir() {
+		if err := dp.mkdir(dstName, 0o700); err != nil {
+			c.fail("mkdir %s: %v", what, unwrapPathError(err))
 			return
 		}
 	}
-	tmp := tempName(dstRel)
-	if err := c.dst.Symlink(target, tmp); err != nil {
-		c.fail("create link %s: %v", dstRel, unwrapPathError(err))
+	dd, err := dp.openDir(dstName)
+	if err != nil {
+		c.fail("open %s: %v", what, unwrapPathError(err))
 		return
 	}
-	c.chown(tmp)
-	c.replace(tmp, dstRel, exists)
+	defer dd.Close()
+	if sd != nil {
+		c.syncContents(sd, dd, n, rel, depth)
+	}
+	if err := dd.chmodSelf(n.st.mode.Perm() | (n.st.mode & fs.ModeSticky)); err != nil {
+		c.fail("chmod %s: %v", what, unwrapPathError(err))
+	}
+	c.chown(dp, dstName, what)
+	if err := dp.setTimes(dstName, n.st.mtime); err != nil {
+		c.fail("set times of %s: %v", what, unwrapPathError(err))
+	}
 }
 
-func (c *copier) syncFile(srcRel, dstRel string, info, cur fs.FileInfo, exists bool) {
-	if exists && cur.Mode().IsRegular() && cur.Size() == info.Size() && cur.ModTime().Equal(info.ModTime()) {
-		c.setAttrs(dstRel, info.Mode())
+// syncLeaf makes dstName in dp match the file or link n (n.name in sp).
+// FIFOs, sockets and devices are skipped.
+func (c *copier) syncLeaf(sp, dp *dirHandle, n *node, dstName, rel string) {
+	mode := n.st.mode
+	if !mode.IsRegular() && mode&fs.ModeSymlink == 0 {
 		return
 	}
-	in, err := c.src.OpenFile(srcRel, os.O_RDONLY|syscall.O_NONBLOCK|syscall.O_NOFOLLOW, 0)
+	what := c.targetDisplay(rel)
+	cur, err := dp.lstat(dstName)
+	exists := err == nil
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.fail("stat %s: %v", what, unwrapPathError(err))
+		return
+	}
+	if exists && cur.isDir() {
+		if !c.req.DeleteMissing {
+			c.fail("cannot replace directory %s with a non-directory (use delete_missing)", what)
+			return
+		}
+		if err := c.removeAll(dp, dstName, 0); err != nil {
+			c.fail("remove %s: %v", what, err)
+			return
+		}
+		exists = false
+	}
+	if exists && !c.req.OverwriteNewer && cur.mtime.After(n.st.mtime) {
+		return // rsync --update: the target is newer
+	}
+	if mode&fs.ModeSymlink != 0 {
+		c.syncSymlink(sp, dp, n, dstName, cur, exists, what)
+	} else {
+		c.syncFile(sp, dp, n, dstName, cur, exists, what)
+	}
+}
+
+func (c *copier) syncSymlink(sp, dp *dirHandle, n *node, dstName string, cur fileStat, exists bool, what string) {
+	target, err := sp.readlink(n.name)
 	if err != nil {
-		c.fail("open %s: %v", srcRel, unwrapPathError(err))
+		c.fail("read link %s: %v", what, unwrapPathError(err))
+		return
+	}
+	if exists && cur.mode&fs.ModeSymlink != 0 {
+		if old, err := dp.readlink(dstName); err == nil && old == target {
+			c.chown(dp, dstName, what)
+			return
+		}
+	}
+	tmp := tempName(dstName)
+	if err := dp.symlink(target, tmp); err != nil {
+		c.fail("create link %s: %v", what, unwrapPathError(err))
+		return
+	}
+	c.chown(dp, tmp, what)
+	c.replace(dp, tmp, dstName, exists, what)
+}
+
+func (c *copier) syncFile(sp, dp *dirHandle, n *node, dstName string, cur fileStat, exists bool, what string) {
+	if exists && cur.mode.IsRegular() && cur.size == n.st.size && cur.mtime.Equal(n.st.mtime) {
+		if f, _, err := dp.openFile(dstName); err == nil {
+			c.setFileAttrs(f, n.st.mode, what)
+			f.Close()
+		}
+		return
+	}
+	in, _, err := sp.openFile(n.name)
+	if err != nil {
+		if errors.Is(err, errNotRegular) {
+			return // replaced by something else since the listing
+		}
+		c.fail("open %s: %v", displayRel(n.name), unwrapPathError(err))
 		return
 	}
 	defer in.Close()
-	if st, err := in.Stat(); err != nil || !st.Mode().IsRegular() {
-		return // replaced by something else since the listing
-	}
-	tmp := tempName(dstRel)
-	out, err := c.dst.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+	tmp := tempName(dstName)
+	out, err := dp.create(tmp, 0o600)
 	if err != nil {
-		c.fail("create %s: %v", dstRel, unwrapPathError(err))
+		c.fail("create %s: %v", what, unwrapPathError(err))
 		return
 	}
-	_, err = io.Copy(out, ctxReader{c.ctx, in})
+	_, err = io.Copy(out, ctxReader{c.budget.ctx, in})
+	if err == nil {
+		c.setFileAttrs(out, n.st.mode, what)
+	}
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
 	if err != nil {
-		_ = c.dst.Remove(tmp)
-		c.fail("copy %s: %v", srcRel, unwrapPathError(err))
+		_ = dp.unlink(tmp, false)
+		c.fail("copy %s: %v", what, unwrapPathError(err))
 		return
 	}
-	c.setAttrs(tmp, info.Mode())
-	if err := c.dst.Chtimes(tmp, info.ModTime(), info.ModTime()); err != nil {
-		c.fail("set times of %s: %v", dstRel, unwrapPathError(err))
+	if err := dp.setTimes(tmp, n.st.mtime); err != nil {
+		c.fail("set times of %s: %v", what, unwrapPathError(err))
 	}
-	c.replace(tmp, dstRel, exists)
+	c.replace(dp, tmp, dstName, exists, what)
 }
 
-// replace moves a fully written temporary entry over dstRel, keeping the
-// old one as "<name>~" with Backup.
-func (c *copier) replace(tmp, dstRel string, exists bool) {
-	if exists && c.req.Backup {
-		if err := c.dst.Rename(dstRel, dstRel+"~"); err != nil {
-			c.fail("back up %s: %v", dstRel, unwrapPathError(err))
+// setFileAttrs copies the permission bits (without setuid/setgid: the
+// server writes as root) and sets the owner, on the open file.
+func (c *copier) setFileAttrs(f *os.File, mode fs.FileMode, what string) {
+	if err := f.Chmod(mode & (fs.ModePerm | fs.ModeSticky)); err != nil {
+		c.fail("chmod %s: %v", what, unwrapPathError(err))
+	}
+	if c.s.UID >= 0 {
+		if err := f.Chown(c.s.UID, c.s.GID); err != nil {
+			c.fail("chown %s: %v", what, unwrapPathError(err))
 		}
 	}
-	if err := c.dst.Rename(tmp, dstRel); err != nil {
-		_ = c.dst.Remove(tmp)
-		c.fail("rename into %s: %v", dstRel, unwrapPathError(err))
+}
+
+// replace moves a fully written temporary entry over dstName, keeping the
+// old one as "<name>~" with Backup.
+func (c *copier) replace(dp *dirHandle, tmp, dstName string, exists bool, what string) {
+	if exists && c.req.Backup {
+		if err := dp.rename(dstName, dstName+"~"); err != nil {
+			c.fail("back up %s: %v", what, unwrapPathError(err))
+		}
+	}
+	if err := dp.rename(tmp, dstName); err != nil {
+		_ = dp.unlink(tmp, false)
+		c.fail("rename into %s: %v", what, unwrapPathError(err))
 	}
 }
 
-// setAttrs copies the permission bits (without setuid/setgid: the server
-// writes as root) and sets the owner.
-func (c *copier) setAttrs(rel string, mode fs.FileMode) {
-	if err := c.dst.Chmod(rel, mode&(fs.ModePerm|fs.ModeSticky)); err != nil {
-		c.fail("chmod %s: %v", rel, unwrapPathError(err))
+// deleteExtraneous removes what the target directory dd holds and the
+// source node n does not (rsync --delete); excluded names are protected.
+func (c *copier) deleteExtraneous(dd *dirHandle, n *node, rel string, depth int) {
+	names, err := c.budget.readAllNames(dd, c.targetDisplay(rel))
+	if err != nil {
+		c.fail("%v", err)
+		return
 	}
-	c.chown(rel)
+	inSource := make(map[string]bool, len(n.children))
+	for _, ch := range n.children {
+		inSource[ch.name] = true
+	}
+	for _, name := range names {
+		if c.budget.check() != nil {
+			return
+		}
+		if inSource[name] {
+			continue
+		}
+		st, err := dd.lstat(name)
+		if err != nil {
+			continue
+		}
+		if c.ex.match(joinRel(rel, name), st.isDir()) {
+			continue
+		}
+		c.removeOrBackup(dd, name, st.isDir(), c.targetDisplay(joinRel(rel, name)), depth)
+	}
 }
 
-func (c *copier) chown(rel string) {
-	if err := c.s.rootChown(c.dst, rel); err != nil {
-		c.errs = append(c.errs, err)
+func (c *copier) removeOrBackup(dp *dirHandle, name string, isDir bool, what string, depth int) {
+	var err error
+	if c.req.Backup && !isDir {
+		err = dp.rename(name, name+"~")
+	} else {
+		err = c.removeAll(dp, name, depth)
+	}
+	if err != nil {
+		c.fail("remove %s: %v", what, unwrapPathError(err))
 	}
 }
 
-func tempName(rel string) string {
+// removeAll removes name in dp and everything below it, one handle per
+// level, within the walk's budget (a target tree is project-controlled
+// too).
+func (c *copier) removeAll(dp *dirHandle, name string, depth int) error {
+	st, err := dp.lstat(name)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if !st.isDir() {
+		return dp.unlink(name, false)
+	}
+	if err := c.budget.enter(depth+1, name); err != nil {
+		return err
+	}
+	d, err := dp.openDir(name)
+	if err != nil {
+		return err
+	}
+	names, err := c.budget.readAllNames(d, name)
+	if err == nil {
+		for _, child := range names {
+			if err = c.removeAll(d, child, depth+1); err != nil {
+				break
+			}
+		}
+	}
+	d.Close()
+	if err != nil {
+		return err
+	}
+	return dp.unlink(name, true)
+}
+
+func (c *copier) chown(dp *dirHandle, name, what string) {
+	if c.s.UID < 0 {
+		return
+	}
+	if err := dp.lchown(name, c.s.UID, c.s.GID); err != nil {
+		c.fail("chown %s: %v", what, unwrapPathError(err))
+	}
+}
+
+// joinRel joins a walk-relative path ("" is the walk's root) and a name.
+func joinRel(rel, name string) string {
+	if rel == "" || rel == "." {
+		return name
+	}
+	return rel + "/" + name
+}
+
+// targetDisplay names the target of the walk-relative path rel in
+// messages.
+func (c *copier) targetDisplay(rel string) string {
+	if rel == "" {
+		return c.req.TargetPath
+	}
+	return shorten(joinRel(c.req.TargetPath, rel))
+}
+
+// displayRel names a walk-relative path in messages, shortened.
+func displayRel(rel string) string {
+	if rel == "" {
+		return "."
+	}
+	return shorten(rel)
+}
+
+func tempName(name string) string {
 	var b [6]byte
 	_, _ = rand.Read(b[:])
-	return filepath.Join(filepath.Dir(rel), "."+filepath.Base(rel)+"."+hex.EncodeToString(b[:]))
-}
-
-func deviceOf(info fs.FileInfo) uint64 {
-	if st, ok := info.Sys().(*syscall.Stat_t); ok {
-		return uint64(st.Dev)
-	}
-	return 0
+	return "." + name + "." + hex.EncodeToString(b[:])
 }
 
 // ctxReader stops a long file copy when the context ends (copy_paths rows

@@ -1,7 +1,13 @@
 package projectfiles
 
 import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
 	"math"
+	"os"
 	"path/filepath"
 	"sort"
 	"unicode/utf8"
@@ -38,14 +44,19 @@ type Listing struct {
 
 // DirectoryListing lists a directory of a project. A directory that does not
 // exist (or cannot be read) lists as empty, as in the original.
-func (s Store) DirectoryListing(projectID, path string, o ListOptions) (Listing, error) {
+//
+// Names are read in batches and only a name (and, sorting by time, its
+// mtime) is kept per entry; the full metadata is read for the returned
+// window only. A directory with more than Limits.MaxListEntries entries is
+// refused with an error instead of being read whole.
+func (s Store) DirectoryListing(ctx context.Context, projectID, path string, o ListOptions) (Listing, error) {
 	if err := CheckProjectID(projectID); err != nil {
 		return Listing{}, err
 	}
 	projectPath := s.ProjectPath(projectID)
-	rel, ok := resolve(projectPath, path)
-	if !ok {
-		return Listing{}, pathErrorf("path (=%s) must be contained in project path %s", path, projectPath)
+	rel, err := resolveHubPath(projectPath, path, "path", "project path "+projectPath)
+	if err != nil {
+		return Listing{}, err
 	}
 	out := Listing{Files: []Entry{}}
 	r, err := s.openProject(projectID, false)
@@ -53,32 +64,15 @@ func (s Store) DirectoryListing(projectID, path string, o ListOptions) (Listing,
 		return out, nil
 	}
 	defer r.Close()
-	dir, err := r.Open(rel)
+	d, err := openDirHandle(r, rel)
 	if err != nil {
 		return out, nil
 	}
-	names, err := dir.Readdirnames(-1)
-	dir.Close()
-	if err != nil {
-		return out, nil
-	}
+	defer d.Close()
 
-	entries := make([]Entry, 0, len(names))
-	for _, name := range names {
-		if !o.Hidden && name != "" && name[0] == '.' {
-			continue
-		}
-		// Names that are not valid UTF-8 cannot be represented in the JSON
-		// the hub parses; the original dropped them too.
-		if !utf8.ValidString(name) {
-			continue
-		}
-		e := Entry{Name: name}
-		p := filepath.Join(rel, name)
-		if st, err := r.Lstat(p); err == nil {
-			e.Mtime = int64(math.Round(float64(st.ModTime().UnixNano()) / 1e9))
-		}
-		entries = append(entries, e)
+	entries, err := s.listNames(ctx, d, path, o)
+	if err != nil {
+		return Listing{}, err
 	}
 	if o.Time {
 		sort.Slice(entries, func(i, j int) bool {
@@ -103,19 +97,71 @@ func (s Store) DirectoryListing(projectID, path string, o ListOptions) (Listing,
 	}
 
 	for i := range entries {
-		p := filepath.Join(rel, entries[i].Name)
-		// Stat follows symlinks (a link to a directory lists as one) but
-		// only inside the project: a link that leaves it is a plain entry.
-		if st, err := r.Stat(p); err == nil && st.IsDir() {
+		name := entries[i].Name
+		st, err := d.lstat(name)
+		if err != nil {
+			size := int64(-1)
+			entries[i].Size = &size
+			continue
+		}
+		entries[i].Mtime = unixSeconds(st)
+		// A link to a directory lists as one (as the original's isdir),
+		// but only when it stays inside the project (os.Root).
+		if st.isDir() || (st.mode&fs.ModeSymlink != 0 && isDirInRoot(r, filepath.Join(rel, name))) {
 			entries[i].IsDir = true
 			continue
 		}
-		size := int64(-1)
-		if st, err := r.Lstat(p); err == nil {
-			size = st.Size()
-		}
+		size := st.size
 		entries[i].Size = &size
 	}
 	out.Files = entries
 	return out, nil
+}
+
+// listNames streams the names of d into entries (name, and mtime when
+// sorting by time), skipping hidden names unless asked and names the hub's
+// JSON cannot carry (not UTF-8; the original dropped them too).
+func (s Store) listNames(ctx context.Context, d *dirHandle, path string, o ListOptions) ([]Entry, error) {
+	limit := s.Limits.withDefaults().MaxListEntries
+	var entries []Entry
+	read := 0
+	for {
+		if err := ctx.Err(); err != nil {
+			return nil, err
+		}
+		batch, err := d.names(readBatch)
+		for _, name := range batch {
+			read++
+			if read > limit {
+				return nil, pathErrorf("path (=%s) has more than %d entries: %v", path, limit, ErrLimit)
+			}
+			if !validName(name) || (!o.Hidden && name[0] == '.') || !utf8.ValidString(name) {
+				continue
+			}
+			e := Entry{Name: name}
+			if o.Time {
+				if st, err := d.lstat(name); err == nil {
+					e.Mtime = unixSeconds(st)
+				}
+			}
+			entries = append(entries, e)
+		}
+		if errors.Is(err, io.EOF) {
+			return entries, nil
+		}
+		if err != nil {
+			return nil, fmt.Errorf("read directory %s: %w", path, unwrapPathError(err))
+		}
+	}
+}
+
+func unixSeconds(st fileStat) int64 {
+	return int64(math.Round(float64(st.mtime.UnixNano()) / 1e9))
+}
+
+// isDirInRoot reports whether rel is a directory, following links only
+// inside the project.
+func isDirInRoot(r *os.Root, rel string) bool {
+	st, err := r.Stat(rel)
+	return err == nil && st.IsDir()
 }

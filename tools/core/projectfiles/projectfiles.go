@@ -33,6 +33,8 @@ type Store struct {
 	// UID and GID own every file and directory the store creates or
 	// updates. Negative values leave ownership alone (tests as non-root).
 	UID, GID int
+	// Limits bound every walk (zero fields: the defaults).
+	Limits Limits
 }
 
 // ProjectPath returns the home directory of a project on the server.
@@ -77,6 +79,19 @@ type PathError struct{ Msg string }
 func (e *PathError) Error() string { return e.Msg }
 
 func pathErrorf(format string, a ...any) error { return &PathError{Msg: fmt.Sprintf(format, a...)} }
+
+// hasDotDot reports whether p has a ".." segment. Paths from the hub or its
+// database never need one, and one that stays inside the home textually
+// ("pub/..") can still name more than the caller checked (a public path's
+// parent), so they are refused before any cleaning.
+func hasDotDot(p string) bool {
+	for _, seg := range strings.Split(p, "/") {
+		if seg == ".." {
+			return true
+		}
+	}
+	return false
+}
 
 // resolve turns a path given by the hub (relative to the home, or absolute
 // inside it, like the original's os.path.join semantics) into a clean path
@@ -192,9 +207,21 @@ func (s Store) Mkdir(projectID, path string) error {
 		return err
 	}
 	defer r.Close()
-	rel, ok := resolve(s.ProjectPath(projectID), path)
-	if !ok {
-		return pathErrorf("path (=%s) must be contained in project path %s", path, s.ProjectPath(projectID))
+	rel, err := resolveHubPath(s.ProjectPath(projectID), path, "path", "project path "+s.ProjectPath(projectID))
+	if err != nil {
+		return err
 	}
 	return s.mkdirAll(r, rel)
+}
+
+// CleanPath returns the path p of a project (relative to its home, or
+// absolute inside it) as the clean home-relative path every operation of
+// the store uses ("." for the home), with the same refusals (a ".."
+// segment, a path leaving the home). Callers that authorise paths (e.g.
+// public copies) compare this form, so what they check is what is read.
+func (s Store) CleanPath(projectID, p string) (string, error) {
+	if err := CheckProjectID(projectID); err != nil {
+		return "", err
+	}
+	return resolveHubPath(s.ProjectPath(projectID), p, "path", "project path "+s.ProjectPath(projectID))
 }

@@ -31,7 +31,7 @@ func newStore(t *testing.T) Store {
 	return Store{Dir: filepath.Join(t.TempDir(), "home"), UID: uid, GID: uid}
 }
 
-func write(t *testing.T, s Store, project, rel, content string, mtime time.Time) {
+func write(t testing.TB, s Store, project, rel, content string, mtime time.Time) {
 	t.Helper()
 	p := filepath.Join(s.ProjectPath(project), rel)
 	if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
@@ -180,7 +180,7 @@ func TestDirectoryListing(t *testing.T) {
 		{"symlink outside lists empty", "escape", ListOptions{}, "", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			l, err := s.DirectoryListing(projA, tc.path, tc.o)
+			l, err := s.DirectoryListing(context.Background(), projA, tc.path, tc.o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -189,7 +189,7 @@ func TestDirectoryListing(t *testing.T) {
 			}
 		})
 	}
-	l, _ := s.DirectoryListing(projA, "", ListOptions{})
+	l, _ := s.DirectoryListing(context.Background(), projA, "", ListOptions{})
 	for _, f := range l.Files {
 		switch f.Name {
 		case "dir":
@@ -206,7 +206,7 @@ func TestDirectoryListing(t *testing.T) {
 			}
 		}
 	}
-	if _, err := s.DirectoryListing(projA, "../..", ListOptions{}); err == nil || !strings.Contains(err.Error(), "must be contained in project path") {
+	if _, err := s.DirectoryListing(context.Background(), projA, "/etc", ListOptions{}); err == nil || !strings.Contains(err.Error(), "must be contained in project path") {
 		t.Errorf("escape: %v", err)
 	}
 }
@@ -228,12 +228,12 @@ func TestReadFile(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	got, err := s.ReadFile(projA, "f.txt", 100)
+	got, err := s.ReadFile(context.Background(), projA, "f.txt", 100)
 	if err != nil || string(got) != "hello" {
 		t.Fatalf("read f.txt = %q, %v", got, err)
 	}
 
-	zipped, err := s.ReadFile(projA, "d.zip", 100)
+	zipped, err := s.ReadFile(context.Background(), projA, "d.zip", 1000)
 	if err != nil {
 		t.Fatalf("d.zip: %v", err)
 	}
@@ -264,16 +264,17 @@ func TestReadFile(t *testing.T) {
 		want       string
 	}{
 		{"too big", "f.txt", 3, "path (=f.txt) must be at most 3 bytes, but it is 5 bytes"},
-		{"zip too big", "d.zip", 2, "path (=d.zip) must be at most 2 bytes, but it is at least 3 bytes"},
+		{"zip too big", "d.zip", 2, "path (=d.zip) must be at most 2 bytes, but its zip archive is larger"},
 		{"missing", "nope.txt", 100, "path (=nope.txt) does not exist"},
 		{"missing zip", "nope.zip", 100, "path (=nope.zip) does not exist and neither does " + filepath.Join(home, "nope")},
-		{"escape", "../" + projB + "/secret", 100, "path (=../" + projB + "/secret) must be contained in project path " + home},
+		{"escape", "../" + projB + "/secret", 100, "path (=../" + projB + "/secret) must not contain a '..' segment"},
+		{"absolute escape", "/etc/passwd", 100, "path (=/etc/passwd) must be contained in project path " + home},
 		{"symlink to other project", "d/leak", 100, "path (=d/leak) cannot be read: path escapes from parent"},
 		{"absolute symlink", "abs", 100, "path (=abs) cannot be read"},
 		{"fifo", "fifo", 100, "path (=fifo) is not a regular file or directory"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := s.ReadFile(projA, tc.path, tc.max)
+			_, err := s.ReadFile(context.Background(), projA, tc.path, tc.max)
 			var pe *PathError
 			if err == nil || !errors.As(err, &pe) || !strings.HasPrefix(err.Error(), tc.want) {
 				t.Errorf("got %v, want %q", err, tc.want)
@@ -476,8 +477,10 @@ func TestCopy(t *testing.T) {
 			req  CopyRequest
 			want string
 		}{
-			{"source escape", CopyRequest{SourceProject: projA, SourcePath: "../" + projB + "/private", TargetPath: "p"}, "source path (=../" + projB + "/private) must be contained in project_path"},
-			{"target escape", CopyRequest{SourceProject: projA, SourcePath: "f", TargetProject: projB, TargetPath: "../../etc/x"}, "target path (=../../etc/x) must be contained in target project path"},
+			{"source escape", CopyRequest{SourceProject: projA, SourcePath: "/projects/home/" + projB + "/private", TargetPath: "p"}, "source path (=/projects/home/" + projB + "/private) must be contained in project_path"},
+			{"source dotdot", CopyRequest{SourceProject: projA, SourcePath: "../" + projB + "/private", TargetPath: "p"}, "source path (=../" + projB + "/private) must not contain a '..' segment"},
+			{"target escape", CopyRequest{SourceProject: projA, SourcePath: "f", TargetProject: projB, TargetPath: "/etc/x"}, "target path (=/etc/x) must be contained in target project path"},
+			{"target dotdot", CopyRequest{SourceProject: projA, SourcePath: "f", TargetProject: projB, TargetPath: "../../etc/x"}, "target path (=../../etc/x) must not contain a '..' segment"},
 			{"bad target uuid", CopyRequest{SourceProject: projA, SourcePath: "f", TargetProject: "nope"}, "invalid uuid (='nope')"},
 			{"missing source", CopyRequest{SourceProject: projA, SourcePath: "nope"}, "source path (=nope) does not exist"},
 			{"through symlink", CopyRequest{SourceProject: projA, SourcePath: "other/private", TargetPath: "stolen"}, "source path (=other/private) cannot be read"},

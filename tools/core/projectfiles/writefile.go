@@ -18,14 +18,17 @@ func (s Store) WriteFile(projectID, path string, data []byte, perm fs.FileMode) 
 		return err
 	}
 	defer r.Close()
-	rel, ok := resolve(s.ProjectPath(projectID), path)
-	if !ok || rel == "." {
+	rel, err := resolveHubPath(s.ProjectPath(projectID), path, "path", "project path "+s.ProjectPath(projectID))
+	if err != nil {
+		return err
+	}
+	if rel == "." {
 		return pathErrorf("path (=%s) must be a file contained in project path %s", path, s.ProjectPath(projectID))
 	}
 	if err := s.mkdirAll(r, filepath.Dir(rel)); err != nil {
 		return err
 	}
-	tmp := tempName(rel)
+	tmp := filepath.Join(filepath.Dir(rel), tempName(filepath.Base(rel)))
 	f, err := r.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
 	if err != nil {
 		return fmt.Errorf("create %s: %w", path, err)

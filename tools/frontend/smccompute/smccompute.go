@@ -180,12 +180,12 @@ func (r *runner) do(ctx context.Context, id string) (any, error) {
 		}
 		return empty{}, r.start(ctx, id)
 	case "directory_listing":
-		return files.DirectoryListing(id, in.str("path", ""), projectfiles.ListOptions{
+		return files.DirectoryListing(ctx, id, in.str("path", ""), projectfiles.ListOptions{
 			Hidden: in.flag("hidden"), Time: in.flag("time"),
 			Start: int(in.int("start", 0)), Limit: int(in.int("limit", -1)),
 		})
 	case "read_file":
-		data, err := files.ReadFile(id, in.path, in.int("maxsize", projectfiles.DefaultMaxReadSize))
+		data, err := files.ReadFile(ctx, id, in.path, in.int("maxsize", projectfiles.DefaultMaxReadSize))
 		if err != nil {
 			return nil, err
 		}
@@ -236,7 +236,7 @@ func (r *runner) fullStatus(ctx context.Context, id string) (any, error) {
 	if st.State == hubcontrol.Running {
 		out.IP = st.IP
 	}
-	if tok, err := r.cfg.Files.ReadFile(id, ".smc/secret_token", maxSecretToken); err == nil {
+	if tok, err := r.cfg.Files.ReadFile(ctx, id, ".smc/secret_token", maxSecretToken); err == nil {
 		out.SecretToken = string(tok)
 	}
 	return out, nil
