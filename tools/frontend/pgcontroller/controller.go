@@ -82,8 +82,15 @@ type Config struct {
 
 	// Workers bounds concurrent actions (8).
 	Workers int
+	// CopyWorkers bounds concurrent copy_paths rows (4); two copies that
+	// involve the same project never run at once.
+	CopyWorkers int
 	// RetryInterval is the first delay after a database error (500ms).
 	RetryInterval time.Duration
+
+	// copyFiles replaces Files.Copy in tests (a copy that hangs until its
+	// deadline).
+	copyFiles func(context.Context, projectfiles.CopyRequest) error
 }
 
 func (c *Config) setDefaults() {
@@ -107,6 +114,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.Workers <= 0 {
 		c.Workers = 8
+	}
+	if c.CopyWorkers <= 0 {
+		c.CopyWorkers = 4
+	}
+	if c.copyFiles == nil {
+		c.copyFiles = c.Files.Copy
 	}
 	if c.Logger == nil {
 		c.Logger = slog.Default()
@@ -170,7 +183,7 @@ func Run(ctx context.Context, cfg Config, projects hubcontrol.Watcher) error {
 	}
 	pcfg.ConnConfig.RuntimeParams["timezone"] = "UTC"
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "cocalc-k8s-controller"
-	pcfg.MaxConns = int32(cfg.Workers + 4)
+	pcfg.MaxConns = int32(cfg.Workers + cfg.CopyWorkers + 4)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("database pool: %w", err)
@@ -210,7 +223,7 @@ func Run(ctx context.Context, cfg Config, projects hubcontrol.Watcher) error {
 // requiredColumns are the columns of the hub's schema this protocol uses.
 var requiredColumns = map[string][]string{
 	"projects":   {"project_id", "action_request", "state", "status", "run_quota", "settings", "users", "last_edited", "last_started"},
-	"copy_paths": {"id", "time", "source_project_id", "source_path", "target_project_id", "target_path", "overwrite_newer", "delete_missing", "backup", "exclude", "timeout", "scheduled", "started", "finished", "error", "expire"},
+	"copy_paths": {"id", "time", "source_project_id", "source_path", "target_project_id", "target_path", "overwrite_newer", "delete_missing", "backup", "public", "exclude", "timeout", "scheduled", "started", "finished", "error", "expire"},
 }
 
 // waitForSchema retries until the database answers, then checks that the

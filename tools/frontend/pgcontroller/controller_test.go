@@ -480,7 +480,7 @@ func TestCopyPaths(t *testing.T) {
 	if s, _, errText := get(ok); errText != nil || s == nil {
 		t.Errorf("ok copy: started %v error %v", s, errText)
 	}
-	if _, _, errText := get(bad); errText == nil || !strings.Contains(*errText, "must be contained in project_path") {
+	if _, _, errText := get(bad); errText == nil || !strings.Contains(*errText, "must not contain a '..' segment") {
 		t.Errorf("escaping copy must fail: %v", errText)
 	}
 	if s, f, _ := get(later); s != nil || f != nil {

@@ -141,17 +141,20 @@ func TestGolden(t *testing.T) {
 		{name: "directory_listing_hidden_time", args: []string{"--kubernetes", "directory_listing", "--hidden", "--time", "--path", "./work", "--start", "0", "--limit", "-1", running}},
 		{name: "directory_listing_limit", args: []string{"--kubernetes", "directory_listing", "--hidden", "--path=./", "--start", "1", "--limit", "2", running}},
 		{name: "directory_listing_missing_project", args: []string{"--kubernetes", "directory_listing", "--path", "./", missing}},
-		{name: "directory_listing_escape", args: []string{"--kubernetes", "directory_listing", "--path", "../" + stopped, running}, code: 1, stderr: "must be contained in project path"},
+		{name: "directory_listing_escape", args: []string{"--kubernetes", "directory_listing", "--path", "../" + stopped, running}, code: 1, stderr: "must not contain a '..' segment"},
+		{name: "directory_listing_absolute_escape", args: []string{"--kubernetes", "directory_listing", "--path", "/etc", running}, code: 1, stderr: "must be contained in project path"},
 		{name: "read_file", args: []string{"--kubernetes", "read_file", "notes.txt", "--maxsize", "3000000", running}},
 		{name: "read_file_too_big", args: []string{"--kubernetes", "read_file", "notes.txt", "--maxsize", "5", running}, code: 1, stderr: "must be at most 5 bytes, but it is 12 bytes"},
 		{name: "read_file_missing_project", args: []string{"--kubernetes", "read_file", "notes.txt", missing}, code: 1, stderr: "path (=notes.txt) does not exist"},
-		{name: "read_file_escape", args: []string{"--kubernetes", "read_file", "../" + stopped + "/data.csv", running}, code: 1, stderr: "must be contained in project path"},
+		{name: "read_file_escape", args: []string{"--kubernetes", "read_file", "../" + stopped + "/data.csv", running}, code: 1, stderr: "must not contain a '..' segment"},
+		{name: "read_file_huge_maxsize", args: []string{"--kubernetes", "read_file", "notes.txt", "--maxsize", "9223372036854775807", running}, noGolden: true},
 		{name: "read_file_unreadable", args: []string{"--kubernetes", "read_file", ".links/escape", running}, code: 1, stderr: "path (=.links/escape) cannot be read"},
 		{name: "read_file_zip", args: []string{"--kubernetes", "read_file", "work.zip", running}, noGolden: true},
 		{name: "mkdir", args: []string{"--kubernetes", "mkdir", "new/dir", stopped}},
 		{name: "mkdir_escape", args: []string{"--kubernetes", "mkdir", "/etc/evil", stopped}, code: 1, stderr: "must be contained in project path"},
 		{name: "copy_path", args: []string{"--kubernetes", "copy_path", "--path", "work", "--target_project_id", stopped, "--target_path", "from-running/work", "--bwlimit", "5000", running}},
-		{name: "copy_path_escape", args: []string{"--kubernetes", "copy_path", "--path", "work", "--target_project_id", stopped, "--target_path", "../../x", running}, code: 1, stderr: "target path (=../../x) must be contained in target project path"},
+		{name: "copy_path_escape", args: []string{"--kubernetes", "copy_path", "--path", "work", "--target_project_id", stopped, "--target_path", "../../x", running}, code: 1, stderr: "target path (=../../x) must not contain a '..' segment"},
+		{name: "copy_path_public_dotdot", args: []string{"--kubernetes", "copy_path", "--path", "public/..", "--target_project_id", stopped, "--target_path", "x", running}, code: 1, stderr: "source path (=public/..) must not contain a '..' segment", noGolden: true},
 		{name: "copy_path_bad_target", args: []string{"--kubernetes", "copy_path", "--path", "work", "--target_project_id", "x", running}, code: 1, stderr: "invalid uuid (='x')"},
 		{name: "usage_unknown_action", args: []string{"--kubernetes", "frobnicate", running}, code: 2, stderr: "invalid choice: 'frobnicate'", noGolden: true},
 		{name: "usage_no_project", args: []string{"--kubernetes", "state"}, code: 2, stderr: "project_id is required", noGolden: true},
@@ -218,6 +221,12 @@ func checkEffects(t *testing.T, name, stdout string, fake *hubcontroltest.Fake, 
 		b, err := os.ReadFile(filepath.Join(homes, stopped, "from-running/work/b.py"))
 		if err != nil || string(b) != "print(22)\n" {
 			t.Errorf("copied file: %q %v", b, err)
+		}
+	case "read_file_huge_maxsize":
+		// math.MaxInt64 overflowed once and returned empty content.
+		var res struct{ Base64 string }
+		if err := json.Unmarshal([]byte(stdout), &res); err != nil || res.Base64 == "" {
+			t.Errorf("read_file --maxsize MaxInt64: %s %v", stdout, err)
 		}
 	case "read_file_zip":
 		var res struct{ Base64 string }

@@ -37,3 +37,17 @@ CREATE TABLE copy_paths (
   error             TEXT,
   expire            TIMESTAMP
 );
+
+-- src/packages/util/db-schema/public-paths.ts: id is a sha1 of project_id
+-- and path; disabled paths are no longer published.
+CREATE TABLE public_paths (
+  id          CHAR(40) PRIMARY KEY,
+  project_id  UUID,
+  path        TEXT,
+  name        TEXT,
+  description TEXT,
+  disabled    BOOLEAN,
+  unlisted    BOOLEAN,
+  created     TIMESTAMP,
+  last_edited TIMESTAMP
+);
