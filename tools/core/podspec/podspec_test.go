@@ -391,3 +391,41 @@ func FuzzBuild(f *testing.F) {
 		}
 	})
 }
+
+// TestMaxNetworkIsACap: an admin who sets max.network false means no
+// project gets internet access, whatever the hub's quota says.
+func TestMaxNetworkIsACap(t *testing.T) {
+	for _, tc := range []struct {
+		name                     string
+		request, def, min, maxOK bool
+		want                     string
+	}{
+		{"requested and allowed", true, false, false, true, podtemplate.NetworkOutside},
+		{"default and allowed", false, true, false, true, podtemplate.NetworkOutside},
+		{"not requested", false, false, false, true, podtemplate.NetworkNone},
+		{"requested, max forbids", true, false, false, false, podtemplate.NetworkNone},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tpl := fixture.Template()
+			tpl.Resources.Default.Network = tc.def
+			tpl.Resources.Min.Network = tc.min
+			tpl.Resources.Max.Network = tc.maxOK
+			if got := build(t, tpl, podtemplate.Quota{Network: tc.request}).Labels[podtemplate.LabelNetwork]; got != tc.want {
+				t.Errorf("network label %q, want %q", got, tc.want)
+			}
+		})
+	}
+	// A default or minimum that grants what the maximum forbids is a broken
+	// template, refused where it is loaded.
+	for _, set := range []func(*podtemplate.Resources){
+		func(r *podtemplate.Resources) { r.Default.Network = true },
+		func(r *podtemplate.Resources) { r.Min.Network = true },
+	} {
+		tpl := fixture.Template()
+		set(&tpl.Resources)
+		tpl.Resources.Max.Network = false
+		if err := tpl.Validate(); err == nil || !strings.Contains(err.Error(), "max.network false forbids") {
+			t.Errorf("contradictory network quota accepted: %v", err)
+		}
+	}
+}

@@ -60,9 +60,10 @@ func EffectiveQuota(r podtemplate.Resources, q podtemplate.Quota) (podtemplate.Q
 		q.IdleTimeoutSeconds = d.IdleTimeoutSeconds
 	}
 	// A bool cannot say "unset": network is on if the request, the default
-	// or the minimum turns it on, and a false maximum means "no cap" like
-	// every other zero maximum.
-	q.Network = q.Network || d.Network || r.Min.Network
+	// or the minimum turns it on, and only if the maximum allows it. Unlike
+	// the numbers, a false maximum is a cap (no internet for any project):
+	// the chart always states it, and a missing one must fail closed.
+	q.Network = (q.Network || d.Network || r.Min.Network) && r.Max.Network
 
 	q.Cores = clampFloat(q.Cores, r.Min.Cores, r.Max.Cores)
 	q.MemoryMiB = clampInt(q.MemoryMiB, r.Min.MemoryMiB, r.Max.MemoryMiB)

@@ -146,7 +146,8 @@ type Quota struct {
 type Resources struct {
 	// Default is the quota used for fields a start request leaves at zero.
 	Default Quota `json:"default"`
-	// Min and Max clamp every requested quota (Max zero means no cap).
+	// Min and Max clamp every requested quota (a zero Max number means no
+	// cap; Max.Network false means no project gets internet access).
 	Min Quota `json:"min"`
 	Max Quota `json:"max"`
 	// CPUOvercommit and MemoryOvercommit derive requests from limits:
@@ -313,6 +314,9 @@ func (r Resources) validate(add func(string, ...any)) {
 	}
 	if r.Max.MemoryMiB > 0 && r.Min.MemoryMiB > r.Max.MemoryMiB {
 		add("resources: min.memoryMiB %d exceeds max.memoryMiB %d", r.Min.MemoryMiB, r.Max.MemoryMiB)
+	}
+	if (r.Default.Network || r.Min.Network) && !r.Max.Network {
+		add("resources: default.network or min.network grants internet access that max.network false forbids")
 	}
 	if r.CPUOvercommit < 1 || r.MemoryOvercommit < 1 {
 		add("resources: cpuOvercommit and memoryOvercommit must be >= 1")
