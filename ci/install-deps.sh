@@ -6,6 +6,10 @@ set -euo pipefail
 packages=(
   git make
   postgresql  # test/pg: throwaway servers for the hub database front-end tests
+  # test/nfsserver: the chart's NFS server (NFS-Ganesha, the packages of
+  # tools/images/nfs-server) run as a process on loopback, and Debian's
+  # userspace NFS client (nfs-ls, nfs-cp, nfs-cat) that talks to it.
+  nfs-ganesha nfs-ganesha-vfs libnfs-utils
   # kind tier (ci/kind): a docker daemon for the node containers, a Debian
   # root filesystem for the node and kube-proxy/kube-router images, runc's
   # seccomp support, gcc for the static pause binary and runc (cgo), jq to
@@ -27,3 +31,9 @@ echo "install-deps: installing ${missing[*]}"
 export DEBIAN_FRONTEND=noninteractive
 apt-get update -qq
 apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# The nfs-ganesha package enables its system service (an NFS server on every
+# interface) on systemd hosts; the tests start their own on loopback. Stop
+# the service only when this script installed the package.
+if [[ " ${missing[*]} " == *" nfs-ganesha "* ]] && [ -d /run/systemd/system ]; then
+  systemctl disable --now nfs-ganesha.service >/dev/null 2>&1 || true
+fi
