@@ -175,7 +175,8 @@ func TestServerDeployment(t *testing.T) {
 }
 
 // Chart-wide pod hardening: no host namespaces or host paths anywhere, pinned
-// images, no automounted tokens, and privileged only for the NFS server.
+// images, no automounted tokens, nothing privileged (the NFS server included:
+// NFS-Ganesha needs four capabilities, see TestNFSServerExports).
 func TestPodsAreHardened(t *testing.T) {
 	for _, c := range renderCases(t) {
 		t.Run(c.name, func(t *testing.T) {
@@ -192,16 +193,11 @@ func TestPodsAreHardened(t *testing.T) {
 					ref := ctr.Image
 					assert.Regexp(t, `^[^:@]+(:[^:]+)?(:[A-Za-z0-9_][A-Za-z0-9_.-]*|@sha256:[a-f0-9]{64})$`, ref, "%s/%s: image must carry a pinned tag", p.name, ctr.Name)
 					assert.False(t, strings.HasSuffix(ref, ":latest"), "%s/%s: %s", p.name, ctr.Name, ref)
-					privileged := ctr.SecurityContext != nil && ptrVal(ctr.SecurityContext.Privileged)
-					if p.component == "nfs" {
-						assert.True(t, privileged, "the kernel NFS server needs privileged")
-					} else {
-						assert.False(t, privileged, "%s/%s must not be privileged", p.name, ctr.Name)
-						require.NotNil(t, ctr.SecurityContext, "%s/%s: securityContext", p.name, ctr.Name)
-						assert.Equal(t, false, ptrVal(ctr.SecurityContext.AllowPrivilegeEscalation), "%s/%s", p.name, ctr.Name)
-						require.NotNil(t, ctr.SecurityContext.Capabilities, "%s/%s", p.name, ctr.Name)
-						assert.Contains(t, ctr.SecurityContext.Capabilities.Drop, corev1.Capability("ALL"), "%s/%s", p.name, ctr.Name)
-					}
+					require.NotNil(t, ctr.SecurityContext, "%s/%s: securityContext", p.name, ctr.Name)
+					assert.False(t, ptrVal(ctr.SecurityContext.Privileged), "%s/%s must not be privileged", p.name, ctr.Name)
+					assert.Equal(t, false, ptrVal(ctr.SecurityContext.AllowPrivilegeEscalation), "%s/%s", p.name, ctr.Name)
+					require.NotNil(t, ctr.SecurityContext.Capabilities, "%s/%s", p.name, ctr.Name)
+					assert.Contains(t, ctr.SecurityContext.Capabilities.Drop, corev1.Capability("ALL"), "%s/%s", p.name, ctr.Name)
 				}
 			}
 		})
