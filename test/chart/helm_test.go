@@ -101,10 +101,17 @@ type valuesCase struct {
 	files []string // absolute paths
 }
 
-// renderCases are the defaults, every values/*.yaml and every charts/cocalc/ci/*-values.yaml.
+// defaultValuesFile holds the one value an install of the defaults (storage
+// mode nfsServer with NetworkPolicies) must give: networkPolicy.nfs.nodeCIDRs.
+func defaultValuesFile() string {
+	return filepath.Join(repoRoot, "test", "chart", "testdata", "default-node-cidrs.yaml")
+}
+
+// renderCases are the defaults (with defaultValuesFile), every values/*.yaml and
+// every charts/cocalc/ci/*-values.yaml.
 func renderCases(t *testing.T) []valuesCase {
 	t.Helper()
-	cases := []valuesCase{{name: "default"}}
+	cases := []valuesCase{{name: "default", files: []string{defaultValuesFile()}}}
 	for _, pattern := range []string{
 		filepath.Join(repoRoot, "values", "*.yaml"),
 		filepath.Join(chartDir, "ci", "*-values.yaml"),
@@ -137,11 +144,12 @@ func helmOptions(files []string, set map[string]string) *helm.Options {
 	}
 }
 
-// renderE renders the whole chart with helm 3 through terratest.
-func renderE(t *testing.T, files []string, set map[string]string) (string, error) {
+// renderE renders the whole chart with helm 3 through terratest; extra are
+// more `helm template` arguments (e.g. --api-versions).
+func renderE(t *testing.T, files []string, set map[string]string, extra ...string) (string, error) {
 	t.Helper()
 	requireTools(t)
-	return helm.RenderTemplateContextE(t, context.Background(), helmOptions(files, set), chartDir, releaseName, nil)
+	return helm.RenderTemplateContextE(t, context.Background(), helmOptions(files, set), chartDir, releaseName, nil, extra...)
 }
 
 func render(t *testing.T, files []string, set map[string]string) string {

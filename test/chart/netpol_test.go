@@ -104,15 +104,19 @@ func TestNetworkPolicySelectorsMatchPods(t *testing.T) {
 			w := buildWorld(t, m, tpl)
 
 			projects := one[*networkingv1.NetworkPolicy](t, m, releaseName+"-projects")
-			outside := one[*networkingv1.NetworkPolicy](t, m, releaseName+"-projects-outside")
 			server := one[*networkingv1.NetworkPolicy](t, m, releaseName+"-server")
+			outside, hasOutside := maybe[*networkingv1.NetworkPolicy](m, releaseName+"-projects-outside")
+			// No internet policy when no quota may grant network (projects.resources.max.network false).
+			require.Equal(t, chartValues(t, c).maxNetwork, hasOutside, "projects-outside rendered")
 			assert.Equal(t, tpl.Namespace, projects.Namespace)
-			assert.Equal(t, tpl.Namespace, outside.Namespace)
+			if hasOutside {
+				assert.Equal(t, tpl.Namespace, outside.Namespace)
+				assert.False(t, selects(t, outside.Spec.PodSelector, w.projectA.PodLabels), "network=none must not get internet")
+				assert.True(t, selects(t, outside.Spec.PodSelector, w.projectB.PodLabels))
+			}
 			assert.Equal(t, tpl.SelectorLabels, projects.Spec.PodSelector.MatchLabels, "projects policy selects exactly the template's selectorLabels")
 			assert.True(t, selects(t, projects.Spec.PodSelector, w.projectA.PodLabels))
 			assert.True(t, selects(t, projects.Spec.PodSelector, w.projectB.PodLabels))
-			assert.False(t, selects(t, outside.Spec.PodSelector, w.projectA.PodLabels), "network=none must not get internet")
-			assert.True(t, selects(t, outside.Spec.PodSelector, w.projectB.PodLabels))
 			assert.True(t, selects(t, server.Spec.PodSelector, w.server.PodLabels))
 
 			// Ingress to projects names the server pod.
@@ -129,7 +133,9 @@ func TestNetworkPolicySelectorsMatchPods(t *testing.T) {
 			// No chart pod other than runtime projects is caught by the project policies.
 			for _, p := range podSpecs(m) {
 				assert.False(t, selects(t, projects.Spec.PodSelector, p.labels), "projects policy selects %s", p.name)
-				assert.False(t, selects(t, outside.Spec.PodSelector, p.labels), "projects-outside policy selects %s", p.name)
+				if hasOutside {
+					assert.False(t, selects(t, outside.Spec.PodSelector, p.labels), "projects-outside policy selects %s", p.name)
+				}
 			}
 			if w.hasNFS {
 				nfs := one[*networkingv1.NetworkPolicy](t, m, releaseName+"-nfs")
@@ -160,6 +166,10 @@ func TestNetworkPoliciesIsolateProjects(t *testing.T) {
 
 			internet4 := external("internet-v4", "93.184.216.34")
 			internet6 := external("internet-v6", "2606:2800:220:1:248:1893:25c8:1946")
+			// The NetworkPolicy answers for network=outside: a quota clamped to no network (max.network
+			// false) gets none whatever a pod's label says, and IPv6 only where the admin opted in.
+			outside4 := values.maxNetwork
+			outside6 := values.maxNetwork && values.ipv6Enabled
 			denyTargets := []netpoleval.Endpoint{
 				external("apiserver-node", "10.0.0.2"),
 				external("kubernetes-service-vip", "10.96.0.1"),
@@ -172,6 +182,12 @@ func TestNetworkPoliciesIsolateProjects(t *testing.T) {
 				external("ula-v6", "fd00::1"),
 				external("link-local-v6", "fe80::1"),
 				external("nat64-private", "64:ff9b::a00:2"),
+				external("nat64-local-use", "64:ff9b:1::a00:2"),
+			}
+			for _, cidr := range values.ipv6ClusterCIDRs {
+				// The cluster's own global IPv6 pod, service and node ranges.
+				p := netip.MustParsePrefix(cidr)
+				denyTargets = append(denyTargets, external("ipv6-cluster-"+cidr, p.Addr().Next().String()))
 			}
 			for _, cidr := range values.exceptCIDRs {
 				p := netip.MustParsePrefix(cidr)
@@ -203,8 +219,18 @@ func TestNetworkPoliciesIsolateProjects(t *testing.T) {
 						add(p, target, port, corev1.ProtocolTCP, false)
 					}
 				}
-				// DNS works.
-				if values.dnsKubeSystem {
+				// DNS works: the cluster resolver, or only the projects' own resolver when one is named
+				// (projects.dns.nameservers): the cluster resolver would answer any name, a tunnel out.
+				if len(values.projectNameservers) > 0 {
+					for _, ip := range values.projectNameservers {
+						resolver := external("projects-resolver-"+ip, ip)
+						add(p, resolver, 53, corev1.ProtocolUDP, true)
+						add(p, resolver, 53, corev1.ProtocolTCP, true)
+						add(p, resolver, 443, corev1.ProtocolTCP, false)
+					}
+					add(p, w.dns, 53, corev1.ProtocolUDP, false)
+					add(p, w.dns, 53, corev1.ProtocolTCP, false)
+				} else if values.dnsKubeSystem {
 					add(p, w.dns, 53, corev1.ProtocolUDP, true)
 					add(p, w.dns, 53, corev1.ProtocolTCP, true)
 				}
@@ -214,11 +240,11 @@ func TestNetworkPoliciesIsolateProjects(t *testing.T) {
 				add(w.projectA, w.projectB, port, corev1.ProtocolTCP, false)
 				add(w.projectB, w.projectA, port, corev1.ProtocolTCP, false)
 			}
-			// Internet only with network=outside.
-			for _, target := range []netpoleval.Endpoint{internet4, internet6} {
-				add(w.projectA, target, 443, corev1.ProtocolTCP, false)
-				add(w.projectB, target, 443, corev1.ProtocolTCP, true)
-			}
+			// Internet only with network=outside, IPv6 only when opted in.
+			add(w.projectA, internet4, 443, corev1.ProtocolTCP, false)
+			add(w.projectA, internet6, 443, corev1.ProtocolTCP, false)
+			add(w.projectB, internet4, 443, corev1.ProtocolTCP, outside4)
+			add(w.projectB, internet6, 443, corev1.ProtocolTCP, outside6)
 			// The web UI is reachable; the orchestrator's API never is (it listens on loopback) and
 			// its health port only from what the admin lists.
 			add(internet4, w.server, int32(values.httpPort), corev1.ProtocolTCP, true)
@@ -229,15 +255,24 @@ func TestNetworkPoliciesIsolateProjects(t *testing.T) {
 				add(w.server, w.nfs, 2049, corev1.ProtocolTCP, true)
 				add(w.nfs, internet4, 443, corev1.ProtocolTCP, false)
 				add(w.nfs, w.server, int32(values.httpPort), corev1.ProtocolTCP, false)
-				// Other pods reach NFS only through the node CIDRs (ipBlock may match pod IPs):
-				// why admins should narrow networkPolicy.nfs.nodeCIDRs.
-				add(w.monitoring, w.nfs, 2049, corev1.ProtocolTCP, values.nodeCIDRsContain(w.monitoring.IP))
-				node := external("node-in-nodeCIDRs", netip.MustParsePrefix(values.nodeCIDRs[0]).Addr().Next().String())
-				add(node, w.nfs, 2049, corev1.ProtocolTCP, true)
-				add(node, w.nfs, 111, corev1.ProtocolTCP, false)
-				if !values.nodeCIDRsCoverInternet {
-					add(internet4, w.nfs, 2049, corev1.ProtocolTCP, false)
+				// Kubelets mount from node IPs: exactly networkPolicy.nfs.nodeCIDRs (required in this mode,
+				// never a /0), so pods of other namespaces and every other address are kept off.
+				require.NotEmpty(t, values.nodeCIDRs, "mode nfsServer renders only with node CIDRs")
+				for _, pod := range []netpoleval.Endpoint{w.monitoring, w.kubeSystemOther, w.dns} {
+					require.False(t, values.nodeCIDRsContain(pod.IP), "test world: pod %s inside the node CIDRs", pod.Name)
+					add(pod, w.nfs, 2049, corev1.ProtocolTCP, false)
 				}
+				for _, cidr := range values.nodeCIDRs {
+					p := netip.MustParsePrefix(cidr)
+					node := external("node-in-"+cidr, p.Addr().Next().String())
+					add(node, w.nfs, 2049, corev1.ProtocolTCP, true)
+					add(node, w.nfs, 111, corev1.ProtocolTCP, false)
+					if beyond, ok := addrAfter(p); ok && !values.nodeCIDRsContain(beyond) {
+						add(external("beyond-"+cidr, beyond.String()), w.nfs, 2049, corev1.ProtocolTCP, false)
+					}
+				}
+				add(internet4, w.nfs, 2049, corev1.ProtocolTCP, false)
+				add(internet6, w.nfs, 2049, corev1.ProtocolTCP, false)
 			}
 			if c.name == "ci-everything-on" {
 				// Admin-listed rules are appended verbatim.
@@ -273,12 +308,48 @@ func derefPolicies(ps []*networkingv1.NetworkPolicy) []networkingv1.NetworkPolic
 // policyValues are the few values the policy expectations depend on, read
 // from the merged values of a case (chart defaults overlaid by its files).
 type policyValues struct {
-	httpPort, httpsPort    float64
-	dnsKubeSystem          bool
-	exceptCIDRs            []string
-	nodeCIDRs              []string
-	nodeCIDRsCoverInternet bool
-	healthFromMonitoring   bool
+	httpPort, httpsPort  float64
+	dnsKubeSystem        bool
+	exceptCIDRs          []string
+	nodeCIDRs            []string
+	healthFromMonitoring bool
+	maxNetwork           bool     // projects.resources.max.network
+	ipv6Enabled          bool     // networkPolicy.projects.outside.ipv6.enabled
+	ipv6ClusterCIDRs     []string // networkPolicy.projects.outside.ipv6.clusterCIDRs
+	projectNameservers   []string // projects.dns.nameservers
+}
+
+// addrAfter returns the first address past a prefix, if there is one.
+func addrAfter(p netip.Prefix) (netip.Addr, bool) {
+	b := p.Masked().Addr().AsSlice()
+	host := len(b)*8 - p.Bits()
+	// Add 1 << host to the network address, byte by byte with carry.
+	i, carry := len(b)-1-host/8, 1<<(host%8)
+	for ; i >= 0 && carry > 0; i-- {
+		sum := int(b[i]) + carry
+		b[i], carry = byte(sum), sum>>8
+	}
+	if carry > 0 {
+		return netip.Addr{}, false // the prefix ends the address space
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a, true
+}
+
+func TestAddrAfter(t *testing.T) {
+	for prefix, want := range map[string]string{
+		"10.128.0.0/20": "10.128.16.0", "10.0.0.0/16": "10.1.0.0", "10.0.0.255/32": "10.0.1.0",
+		"10.255.0.0/16": "11.0.0.0", "fd00:1::/64": "fd00:1:0:1::", "2001:db8:43::/112": "2001:db8:43::1:0",
+		"255.0.0.0/8": "",
+	} {
+		got, ok := addrAfter(netip.MustParsePrefix(prefix))
+		if want == "" {
+			assert.False(t, ok, prefix)
+			continue
+		}
+		require.True(t, ok, prefix)
+		assert.Equal(t, want, got.String(), prefix)
+	}
 }
 
 func (v policyValues) nodeCIDRsContain(ip netip.Addr) bool {
@@ -312,16 +383,15 @@ func chartValues(t *testing.T, c valuesCase) policyValues {
 		return res
 	}
 	pv := policyValues{
-		httpPort:      get("server", "ports", "http").(float64),
-		httpsPort:     get("server", "ports", "https").(float64),
-		dnsKubeSystem: get("networkPolicy", "dns", "kubeSystem").(bool),
-		exceptCIDRs:   strs(get("networkPolicy", "projects", "outside", "exceptCIDRs")),
-		nodeCIDRs:     strs(get("networkPolicy", "nfs", "nodeCIDRs")),
-	}
-	for _, cidr := range pv.nodeCIDRs {
-		if netip.MustParsePrefix(cidr).Contains(netip.MustParseAddr("93.184.216.34")) {
-			pv.nodeCIDRsCoverInternet = true
-		}
+		httpPort:           get("server", "ports", "http").(float64),
+		httpsPort:          get("server", "ports", "https").(float64),
+		dnsKubeSystem:      get("networkPolicy", "dns", "kubeSystem").(bool),
+		exceptCIDRs:        strs(get("networkPolicy", "projects", "outside", "exceptCIDRs")),
+		nodeCIDRs:          strs(get("networkPolicy", "nfs", "nodeCIDRs")),
+		maxNetwork:         get("projects", "resources", "max", "network").(bool),
+		ipv6Enabled:        get("networkPolicy", "projects", "outside", "ipv6", "enabled").(bool),
+		ipv6ClusterCIDRs:   strs(get("networkPolicy", "projects", "outside", "ipv6", "clusterCIDRs")),
+		projectNameservers: strs(get("projects", "dns", "nameservers")),
 	}
 	pv.healthFromMonitoring = fmt.Sprint(get("networkPolicy", "server", "healthFrom")) != "[]"
 	return pv
@@ -334,14 +404,16 @@ func TestProjectPodsFromTemplate(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			t.Parallel()
 			tpl := projectTemplate(t, renderObjects(t, c))
+			maxNetwork := chartValues(t, c).maxNetwork
 			for _, outside := range []bool{false, true} {
 				pod := projectPod(t, tpl, "2e5ab7d0-0000-4000-8000-00000000000d", outside)
 				assert.Subset(t, pod.Labels, tpl.SelectorLabels)
 				assert.Subset(t, pod.Labels, tpl.Labels)
 				assert.NotContains(t, pod.Labels, "app.kubernetes.io/instance")
 				assert.Equal(t, tpl.Namespace, pod.Namespace)
+				// projects.resources.max.network false clamps a requested network off.
 				want := podtemplate.NetworkNone
-				if outside {
+				if outside && maxNetwork {
 					want = podtemplate.NetworkOutside
 				}
 				assert.Equal(t, want, pod.Labels[podtemplate.LabelNetwork])

@@ -202,7 +202,9 @@ func TestLongNamesStayDistinct(t *testing.T) {
 			key := o.Kind + " " + o.Meta.Namespace + "/" + o.Meta.Name
 			assert.False(t, seen[key], "%v: two objects named %s", set, key)
 			seen[key] = true
-			if o.Kind != "PersistentVolume" {
+			if subdomainNamed[o.Kind] {
+				assert.Empty(t, validation.IsDNS1123Subdomain(o.Meta.Name), "%v: %s", set, key)
+			} else {
 				assert.LessOrEqual(t, len(o.Meta.Name), 63, "%v: %s", set, key)
 			}
 		}

@@ -70,7 +70,7 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 }
 
 func TestRBACCanBeDisabled(t *testing.T) {
-	m := mustDecode(t, render(t, nil, map[string]string{"rbac.create": "false", "serviceAccount.create": "false", "serviceAccount.name": "cocalc-existing"}))
+	m := mustDecode(t, render(t, []string{defaultValuesFile()}, map[string]string{"rbac.create": "false", "serviceAccount.create": "false", "serviceAccount.name": "cocalc-existing"}))
 	assert.Empty(t, all[*rbacv1.Role](m))
 	assert.Empty(t, all[*rbacv1.RoleBinding](m))
 	assert.Empty(t, all[*corev1.ServiceAccount](m))

@@ -39,8 +39,8 @@ func TestRenderDecodesStrictly(t *testing.T) {
 				} {
 					assert.NotEmpty(t, o.Meta.Labels[k], "%s %s: label %s", o.Source, o.Meta.Name, k)
 				}
-				if o.Kind == "PersistentVolume" {
-					// Named after its namespaced claim (see TestNFSVolumeNamesAreUnique): a DNS subdomain.
+				if subdomainNamed[o.Kind] {
+					// Named after a namespace and a name (see TestNFSVolumeNamesAreUnique): a DNS subdomain.
 					assert.Empty(t, validation.IsDNS1123Subdomain(o.Meta.Name), "%s: name %q", o.Source, o.Meta.Name)
 				} else {
 					assert.LessOrEqual(t, len(o.Meta.Name), 63, "%s: name %q too long", o.Source, o.Meta.Name)
@@ -51,7 +51,13 @@ func TestRenderDecodesStrictly(t *testing.T) {
 }
 
 // clusterScoped are the kinds the chart renders without a namespace.
-var clusterScoped = map[string]bool{"Namespace": true, "PersistentVolume": true}
+var clusterScoped = map[string]bool{"Namespace": true, "PersistentVolume": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true}
+
+// subdomainNamed are the cluster-scoped kinds named "<namespace>.<name>", so that
+// releases in different namespaces never collide: DNS subdomains, not labels.
+var subdomainNamed = map[string]bool{"PersistentVolume": true,
+	"ValidatingAdmissionPolicy": true, "ValidatingAdmissionPolicyBinding": true}
 
 // Helm 4 (what ArgoCD >= 3.5 renders with) produces the same manifests as Helm 3.
 func TestHelm4RendersIdentically(t *testing.T) {

@@ -341,7 +341,7 @@ func TestPostgreSQLModes(t *testing.T) {
 			if tc.chartSecret {
 				s := one[*corev1.Secret](t, m, tc.secret)
 				assert.Equal(t, "not-a-real-password", string(s.Data[tc.key]))
-				assert.NotEmpty(t, d.Spec.Template.Annotations["checksum/postgresql"], "a password change restarts the server")
+				assert.NotContains(t, d.Spec.Template.Annotations, "checksum/postgresql", "no hash of the password Secret")
 			} else {
 				assert.Empty(t, secrets, "an existing Secret is used as is")
 			}
@@ -357,4 +357,26 @@ func TestHomesOwnerInitContainer(t *testing.T) {
 			assert.Equal(t, want, len(spec.InitContainers) == 1, "homes-owner init container")
 		})
 	}
+}
+
+// The server's pod template reveals nothing about the PostgreSQL password: an
+// unsalted hash of the chart's Secret (predictable fields plus the password)
+// as an annotation would let anyone who may read Deployments test password
+// guesses offline. Two passwords give the same Deployment; the project
+// template's checksum (no secret in it) still rolls the server.
+func TestPostgreSQLPasswordLeavesNoTraceInTheServerPod(t *testing.T) {
+	files := caseByName(t, "ci-external-pg").files
+	server := func(set map[string]string) (*appsv1.Deployment, *corev1.Secret) {
+		m := mustDecode(t, render(t, files, set))
+		return serverDeployment(t, m), one[*corev1.Secret](t, m, releaseName+"-postgresql")
+	}
+	d1, s1 := server(map[string]string{"postgresql.external.password": "first-password"})
+	d2, s2 := server(map[string]string{"postgresql.external.password": "second-password"})
+	require.NotEqual(t, s1.Data, s2.Data, "the Secret holds the password")
+	assert.Equal(t, d1.Spec.Template, d2.Spec.Template, "the server pod depends on the password")
+
+	d3, _ := server(map[string]string{"postgresql.external.password": "first-password", "projects.resources.default.memoryMiB": "2000"})
+	require.NotEmpty(t, d1.Spec.Template.Annotations["checksum/project-template"])
+	assert.NotEqual(t, d1.Spec.Template.Annotations["checksum/project-template"], d3.Spec.Template.Annotations["checksum/project-template"],
+		"a changed project template restarts the server")
 }

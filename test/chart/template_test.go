@@ -127,6 +127,18 @@ func TestProjectTemplateCarriesValues(t *testing.T) {
 	assert.Equal(t, "shared-homes", pvc.Storage.PVC.ClaimName)
 	assert.Equal(t, "cocalc/projects", pvc.Storage.PVC.SubPathPrefix)
 
+	// projects.dns: the projects' own resolver, and the pods the orchestrator builds use only it.
+	locked := projectTemplate(t, renderObjects(t, caseByName(t, "ci-locked-down")))
+	require.NotNil(t, locked.DNSConfig)
+	assert.Equal(t, []string{"10.0.0.53"}, locked.DNSConfig.Nameservers)
+	assert.Equal(t, []string{"cocalc.svc.cluster.local", "svc.cluster.local"}, locked.DNSConfig.Searches)
+	require.Len(t, locked.DNSConfig.Options, 1)
+	assert.Equal(t, "ndots", locked.DNSConfig.Options[0].Name)
+	pod := projectPod(t, locked, "2e5ab7d0-0000-4000-8000-00000000000f", false)
+	assert.Equal(t, corev1.DNSNone, pod.Spec.DNSPolicy)
+	assert.Equal(t, locked.DNSConfig, pod.Spec.DNSConfig)
+	assert.Nil(t, tpl.DNSConfig, "no resolver named: the cluster's")
+
 	sep := projectTemplate(t, renderObjects(t, caseByName(t, "ci-separate-projects-namespace")))
 	assert.Equal(t, "cocalc-projects", sep.Namespace)
 

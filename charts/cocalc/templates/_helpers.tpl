@@ -114,6 +114,23 @@ Call with (dict "namespace" $ns "claim" $claimName).
 {{- end -}}
 
 {{/*
+"true" when the chart renders the ValidatingAdmissionPolicy of project pods: admissionPolicy.enabled true, or
+"auto" and the cluster serves admissionregistration.k8s.io/v1 ValidatingAdmissionPolicy (Kubernetes >= 1.30).
+*/}}
+{{- define "cocalc.admissionPolicy.enabled" -}}
+{{- $on := .Values.admissionPolicy.enabled -}}
+{{- if or (eq (toString $on) "true") (and (eq (toString $on) "auto") (.Capabilities.APIVersions.Has "admissionregistration.k8s.io/v1/ValidatingAdmissionPolicy")) -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Name of the (cluster-scoped) ValidatingAdmissionPolicy and its binding: "<release namespace>.<fullname>-project-pods",
+distinct for releases of one name in different namespaces (namespace names hold no dots).
+*/}}
+{{- define "cocalc.admissionPolicyName" -}}
+{{- printf "%s.%s" .Release.Namespace (include "cocalc.componentName" (dict "root" . "suffix" "project-pods")) -}}
+{{- end -}}
+
+{{/*
 The Pod Security level the projects namespace enforces: what runtime project pods meet. Only mode nfsServer
 mounts NFS inline (the in-cluster server's ClusterIP is known only at runtime), which "restricted" forbids.
 */}}
@@ -182,5 +199,27 @@ Render-time checks for rules values.schema.json cannot express across keys. Each
 {{- end -}}
 {{- if and (not .Values.serviceAccount.create) (not .Values.serviceAccount.name) -}}
 {{- fail "serviceAccount.name: required when serviceAccount.create is false (the orchestrator needs a ServiceAccount bound to its Role)" -}}
+{{- end -}}
+{{- $r := .Values.projects.resources -}}
+{{- if and (not $r.max.network) (or $r.default.network $r.min.network) -}}
+{{- fail "projects.resources.default.network and projects.resources.min.network: must be false when projects.resources.max.network is false (max clamps every project to no network, and no internet NetworkPolicy is rendered)" -}}
+{{- end -}}
+{{- $dns := .Values.projects.dns -}}
+{{- if and (not $dns.nameservers) (or $dns.searches $dns.options) -}}
+{{- fail "projects.dns.searches and projects.dns.options: only with projects.dns.nameservers (they are the dnsConfig of a resolver you name)" -}}
+{{- end -}}
+{{- $v6 := .Values.networkPolicy.projects.outside.ipv6 -}}
+{{- if and .Values.networkPolicy.enabled $v6.enabled (not $v6.clusterCIDRs) -}}
+{{- fail "networkPolicy.projects.outside.ipv6.clusterCIDRs: required when networkPolicy.projects.outside.ipv6.enabled is true: list the cluster's IPv6 pod, service and node ranges, which network=outside projects must not reach (they are often global addresses)" -}}
+{{- end -}}
+{{- if and .Values.networkPolicy.enabled (eq .Values.storage.mode "nfsServer") -}}
+{{- if not .Values.networkPolicy.nfs.nodeCIDRs -}}
+{{- fail "networkPolicy.nfs.nodeCIDRs: required when storage.mode is nfsServer and networkPolicy.enabled is true: kubelets mount project homes from node IPs, so give your node CIDRs (e.g. --set networkPolicy.nfs.nodeCIDRs='{10.128.0.0/20}'); nothing else may reach the NFS server" -}}
+{{- end -}}
+{{- range .Values.networkPolicy.nfs.nodeCIDRs -}}
+{{- if hasSuffix "/0" . -}}
+{{- fail (printf "networkPolicy.nfs.nodeCIDRs: %s would let every address mount every project home (pods of other namespaces too, on CNIs where ipBlock matches pod IPs); give your node CIDRs" .) -}}
+{{- end -}}
+{{- end -}}
 {{- end -}}
 {{- end -}}

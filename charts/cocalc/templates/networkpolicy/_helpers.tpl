@@ -2,9 +2,21 @@
 Named egress/ingress rule builders for the NetworkPolicies (the z2jh pattern: one helper per rule family).
 */}}
 
-{{/* DNS on 53 UDP/TCP, one rule per enabled destination family of .Values.networkPolicy.dns. */}}
+{{/*
+DNS on 53 UDP/TCP. For the server (projects false): one rule per enabled destination family of
+.Values.networkPolicy.dns. For projects (projects true) the same, unless projects.dns.nameservers names the
+projects' own resolver: then exactly those IPs, so a project cannot bypass its dnsConfig and query (or tunnel
+data through) the cluster resolver directly.
+Call with (dict "root" $ "projects" true).
+*/}}
 {{- define "cocalc.networkPolicy.dnsEgressRules" -}}
-{{- $dns := .Values.networkPolicy.dns -}}
+{{- $root := .root -}}
+{{- $dns := $root.Values.networkPolicy.dns -}}
+{{- $own := and .projects $root.Values.projects.dns.nameservers -}}
+{{- if $own }}
+# DNS: the projects' own resolver (projects.dns.nameservers) only.
+{{- include "cocalc.networkPolicy.dnsHostsRule" $root.Values.projects.dns.nameservers }}
+{{- else }}
 {{- if $dns.kubeSystem }}
 # DNS: CoreDNS/kube-dns pods in kube-system.
 - to:
@@ -28,6 +40,13 @@ Named egress/ingress rule builders for the NetworkPolicies (the z2jh pattern: on
 {{- end }}
 {{- with $dns.nodeLocalIPs }}
 # DNS: node-local DNS caches.
+{{- include "cocalc.networkPolicy.dnsHostsRule" . }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* One DNS egress rule to a list of single IPs (/32 or /128). Call with the list of IPs. */}}
+{{- define "cocalc.networkPolicy.dnsHostsRule" }}
 - to:
     {{- range . }}
     - ipBlock:
@@ -35,7 +54,6 @@ Named egress/ingress rule builders for the NetworkPolicies (the z2jh pattern: on
     {{- end }}
   ports:
     {{- include "cocalc.networkPolicy.dnsPorts" . | nindent 4 }}
-{{- end }}
 {{- end -}}
 
 {{- define "cocalc.networkPolicy.dnsPorts" -}}
@@ -48,14 +66,18 @@ Named egress/ingress rule builders for the NetworkPolicies (the z2jh pattern: on
 {{/*
 Internet egress for projects with network=outside: everything except private, shared (CGNAT), link-local
 (cloud metadata servers 169.254.169.254 and GKE's 169.254.169.252) and loopback ranges, plus admin-listed CIDRs.
-IPv6 excludes unique-local, link-local, loopback and the NAT64 prefix that could reach private IPv4. IPv4-mapped
-addresses (::ffff:0:0/96) are not listed: the API server rejects them in ipBlock, and a socket to one sends IPv4
-packets, which the IPv4 rule already judges.
+IPv6 only when networkPolicy.projects.outside.ipv6.enabled: on IPv6 and dual-stack clusters pods, services and
+nodes often have global addresses, so the admin must list them (ipv6.clusterCIDRs, required); unique-local,
+link-local, loopback and both NAT64 prefixes (64:ff9b::/96, and the local-use 64:ff9b:1::/48, either of which can
+reach private IPv4) are always excluded. IPv4-mapped addresses (::ffff:0:0/96) are not listed: the API server
+rejects them in ipBlock, and a socket to one sends IPv4 packets, which the IPv4 rule already judges.
 */}}
 {{- define "cocalc.networkPolicy.internetEgressRules" -}}
+{{- $outside := .Values.networkPolicy.projects.outside -}}
 {{- $v4 := list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" "100.64.0.0/10" "169.254.0.0/16" "127.0.0.0/8" -}}
-{{- $v6 := list "fc00::/7" "fe80::/10" "::1/128" "64:ff9b::/96" -}}
-{{- range .Values.networkPolicy.projects.outside.exceptCIDRs -}}
+{{- $v6 := list "fc00::/7" "fe80::/10" "::1/128" "64:ff9b::/96" "64:ff9b:1::/48" -}}
+{{- $v6 = concat $v6 $outside.ipv6.clusterCIDRs -}}
+{{- range $outside.exceptCIDRs -}}
 {{- if contains ":" . -}}{{- $v6 = append $v6 . -}}{{- else -}}{{- $v4 = append $v4 . -}}{{- end -}}
 {{- end -}}
 - to:
@@ -63,10 +85,12 @@ packets, which the IPv4 rule already judges.
         cidr: 0.0.0.0/0
         except:
           {{- toYaml $v4 | nindent 10 }}
+    {{- if $outside.ipv6.enabled }}
     - ipBlock:
         cidr: ::/0
         except:
-          {{- toYaml $v6 | nindent 10 }}
+          {{- toYaml ($v6 | uniq) | nindent 10 }}
+    {{- end }}
 {{- end -}}
 
 {{/* The peer "the server pod" as seen from the projects namespace. */}}
