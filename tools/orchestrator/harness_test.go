@@ -244,3 +244,14 @@ func ctxT(t *testing.T) context.Context {
 	t.Cleanup(cancel)
 	return ctx
 }
+
+// apiPod returns a pod as the API server has it (the orchestrator's cache
+// keeps only the fields it reads, see kube.slimPod).
+func (e *env) apiPod(name string) *corev1.Pod {
+	e.t.Helper()
+	pod, err := e.cs.CoreV1().Pods(e.tpl.Namespace).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		e.t.Fatalf("get pod %s: %v", name, err)
+	}
+	return pod
+}

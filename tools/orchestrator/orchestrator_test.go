@@ -421,7 +421,7 @@ func TestRestartReplacesPodWithNewQuota(t *testing.T) {
 	if err != nil || st.State != state.Running {
 		t.Fatalf("restart: %+v %v", st, err)
 	}
-	pod := e.kube.Pod(pid.PodName())
+	pod := e.apiPod(pid.PodName())
 	if pod.UID == oldUID {
 		t.Fatal("restart kept the old pod")
 	}
@@ -456,7 +456,7 @@ func TestStaleSpecReportedNotKilled(t *testing.T) {
 	if _, err := o2.Restart(ctxT(t), pid, StartRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	if o2.Status(pid).StaleSpec || e.kube.Pod(pid.PodName()).Spec.Containers[0].Image != "registry.example/cocalc-project:1.2.4" {
+	if o2.Status(pid).StaleSpec || e.apiPod(pid.PodName()).Spec.Containers[0].Image != "registry.example/cocalc-project:1.2.4" {
 		t.Fatal("restart did not apply the new template")
 	}
 	if _, stale := o2.StateCounts(); stale != 0 {

@@ -1,0 +1,106 @@
+package kube
+
+import (
+	"reflect"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podspec"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/fixture"
+)
+
+// realisticPod is a project pod as the API server returns it: built by the
+// orchestrator's own builder, with server-side fields and a status.
+func realisticPod(t *testing.T, mutate func(*corev1.Pod)) *corev1.Pod {
+	t.Helper()
+	pid := project.MustParse("44444444-4444-4444-8444-444444444444")
+	pod, err := podspec.Build(fixture.Template(), podspec.Input{Project: pid, Request: podspec.Request{Quota: podtemplate.Quota{Network: true, IdleTimeoutSeconds: 600}}, NFSServer: "10.96.0.50"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pod.UID = "uid-1"
+	pod.ResourceVersion = "42"
+	pod.CreationTimestamp = metav1.Now()
+	pod.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "cocalc-k8s", Operation: metav1.ManagedFieldsOperationUpdate, FieldsV1: &metav1.FieldsV1{Raw: make([]byte, 4000)}}}
+	pod.Spec.NodeName = "node-a"
+	pod.Status = corev1.PodStatus{
+		Phase: corev1.PodRunning, PodIP: "10.244.1.7", HostIP: "172.18.0.3", QOSClass: corev1.PodQOSBurstable,
+		Conditions: []corev1.PodCondition{
+			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()},
+			{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()},
+		},
+		ContainerStatuses: []corev1.ContainerStatus{{
+			Name: "project", Ready: true, RestartCount: 2, Image: "project:1", ImageID: "sha256:abc",
+			State:                corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.Now()}},
+			LastTerminationState: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: state.ReasonOOMKilled, ExitCode: 137}},
+		}},
+	}
+	if mutate != nil {
+		mutate(pod)
+	}
+	return pod
+}
+
+func TestSlimPodKeepsWhatTheOrchestratorReads(t *testing.T) {
+	now := metav1.Now()
+	for _, tc := range []struct {
+		name   string
+		mutate func(*corev1.Pod)
+	}{
+		{"running after an OOM restart", nil},
+		{"deleting", func(p *corev1.Pod) { p.DeletionTimestamp = &now }},
+		{"crash loop", func(p *corev1.Pod) {
+			p.Status.Conditions[1].Status = corev1.ConditionFalse
+			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: state.ReasonCrashLoopBackOff, Message: "back-off"}}
+		}},
+		{"unschedulable", func(p *corev1.Pod) {
+			p.Status = corev1.PodStatus{Phase: corev1.PodPending, Conditions: []corev1.PodCondition{{Type: corev1.PodScheduled, Status: corev1.ConditionFalse, Reason: corev1.PodReasonUnschedulable, Message: "0/3 nodes"}}}
+		}},
+		{"failed", func(p *corev1.Pod) {
+			p.Status.Phase = corev1.PodFailed
+			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{Reason: "Error", Message: "exit 1"}}
+		}},
+		{"evicted", func(p *corev1.Pod) {
+			p.Status.Phase, p.Status.Reason, p.Status.Message = corev1.PodFailed, "Evicted", "low on memory"
+		}},
+		{"node lost", func(p *corev1.Pod) { p.Status.Phase, p.Status.Message = corev1.PodUnknown, "node unreachable" }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			full := realisticPod(t, tc.mutate)
+			obj, err := slimPod(full.DeepCopy())
+			if err != nil {
+				t.Fatal(err)
+			}
+			slim := obj.(*corev1.Pod)
+			if got, want := state.FromPod(slim), state.FromPod(full); got != want {
+				t.Errorf("state of the cached pod %+v, of the full pod %+v", got, want)
+			}
+			gotReq, err1 := podspec.RecordedRequest(slim)
+			wantReq, err2 := podspec.RecordedRequest(full)
+			if err1 != nil || err2 != nil || !reflect.DeepEqual(gotReq, wantReq) {
+				t.Errorf("recorded request %+v/%v, want %+v/%v", gotReq, err1, wantReq, err2)
+			}
+			if slim.Annotations[podspec.AnnotationSpecHash] == "" || slim.Annotations[podspec.AnnotationSpecHash] != full.Annotations[podspec.AnnotationSpecHash] {
+				t.Error("spec hash annotation lost")
+			}
+			if len(slim.Spec.Volumes) != 1 || slim.Spec.Volumes[0].NFS == nil || slim.Spec.Volumes[0].NFS.Server != "10.96.0.50" {
+				t.Errorf("NFS volume lost: %+v", slim.Spec.Volumes)
+			}
+			if slim.UID != full.UID || slim.ResourceVersion != full.ResourceVersion || slim.Name != full.Name || slim.Namespace != full.Namespace ||
+				!slim.CreationTimestamp.Equal(&full.CreationTimestamp) || slim.Spec.NodeName != "node-a" || len(slim.Labels) != len(full.Labels) {
+				t.Errorf("identity or placement lost: %+v", slim.ObjectMeta)
+			}
+			if len(slim.Spec.Containers) != 0 || slim.ManagedFields != nil {
+				t.Error("the container spec and managedFields must not be cached")
+			}
+		})
+	}
+	if obj, _ := slimPod("tombstone"); obj != "tombstone" {
+		t.Error("objects that are not pods pass unchanged")
+	}
+}
