@@ -17,6 +17,7 @@ if ! docker image inspect "$image" >/dev/null 2>&1; then
   if [ ! -s "$tar" ]; then
     command -v debootstrap >/dev/null || die "debootstrap missing: run ci/install-deps.sh"
     dir=$(mktemp -d "$CACHE/rootfs.XXXX")
+    [ -n "$MIRROR" ] || die "no Debian archive for $SUITE in this machine's apt sources: set COCALC_KIND_MIRROR"
     log "debootstrap $SUITE ($MIRROR) into $dir (≈5 min)"
     debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$dir" "$MIRROR" >"$CACHE/debootstrap.log" 2>&1 \
       || { tail -30 "$CACHE/debootstrap.log" >&2; die "debootstrap failed (log $CACHE/debootstrap.log)"; }
