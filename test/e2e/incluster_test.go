@@ -128,7 +128,8 @@ func TestInClusterServerRunsProjects(t *testing.T) {
 	c.RequireCapability(t, cluster.NetworkPolicyEnforced)
 	ns := newNamespace(t, c, "incluster", nil)
 	// A short sweep so the idle stop shows within the test.
-	h := installInCluster(t, c, ns, map[string]string{"orchestrator.extraArgs[0]": "--idle-check-interval=2s"})
+	// The hub stand-in reports no activity: idle stop is on by hand (--idle-stop=on).
+	h := installInCluster(t, c, ns, map[string]string{"orchestrator.extraArgs[0]": "--idle-check-interval=2s", "orchestrator.extraArgs[1]": "--idle-stop=on"})
 
 	a := project.MustParse("0a0a0a0a-0000-4000-8000-00000000000a")
 	b := project.MustParse("0b0b0b0b-0000-4000-8000-00000000000b")

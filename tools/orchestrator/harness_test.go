@@ -131,13 +131,17 @@ func newEnv(t *testing.T, edit func(*podtemplate.Template), objs ...runtime.Obje
 	return e
 }
 
-func (e *env) newOrchestrator(tpl *podtemplate.Template) *Orchestrator {
+func (e *env) newOrchestrator(tpl *podtemplate.Template, edits ...func(*Config)) *Orchestrator {
 	uid, gid := os.Getuid(), os.Getgid()
 	if uid == 0 {
 		uid, gid = int(tpl.Security.RunAsUser), int(tpl.Security.RunAsGroup)
 	}
-	o, err := New(Config{Template: tpl, Cluster: e.kube, Clock: e.clock, Logger: quietLogger(), Observer: e.ops,
-		Homes: homedir.Maker{Root: tpl.Storage.ServerPath, UID: uid, GID: gid}, IdleCheckInterval: time.Minute})
+	cfg := Config{Template: tpl, Cluster: e.kube, Clock: e.clock, Logger: quietLogger(), Observer: e.ops,
+		Homes: homedir.Maker{Root: tpl.Storage.ServerPath, UID: uid, GID: gid}, IdleCheckInterval: time.Minute}
+	for _, edit := range edits {
+		edit(&cfg)
+	}
+	o, err := New(cfg)
 	if err != nil {
 		e.t.Fatal(err)
 	}

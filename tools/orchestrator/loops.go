@@ -36,7 +36,7 @@ type SweepResult struct {
 	Stale       int
 }
 
-// Sweep stops idle projects, deletes pods stuck Pending or ended (Failed,
+// Sweep stops idle projects (unless Config.NoIdleStop), deletes pods stuck Pending or ended (Failed,
 // Succeeded) beyond the pending timeout, and counts stale pods. It issues
 // deletes without waiting for them to finish, so one slow pod cannot delay
 // the rest.
@@ -66,6 +66,8 @@ func (o *Orchestrator) Sweep(ctx context.Context) SweepResult {
 			if o.sweepDelete(ctx, pod, "CleanUpPending", fmt.Sprintf("pending for %s (%s)", now.Sub(pod.CreationTimestamp.Time).Round(time.Second), st.Reason)) {
 				res.CleanedUp++
 			}
+		case o.noIdleStop:
+			continue
 		default:
 			idle := o.idleTimeout(pod)
 			if idle <= 0 {

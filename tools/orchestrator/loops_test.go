@@ -133,3 +133,20 @@ func TestSweepForgetsActivityOfProjectsWithoutPods(t *testing.T) {
 		t.Fatal("activity of a project without a pod kept forever")
 	}
 }
+
+// TestNoIdleStopKeepsBusyProjects: without an activity source a project's
+// age says nothing about its use; the sweep then stops nothing, and still
+// cleans up.
+func TestNoIdleStopKeepsBusyProjects(t *testing.T) {
+	e := newEnv(t, nil)
+	e.orch.Close()
+	e.orch = e.newOrchestrator(e.tpl, func(c *Config) { c.NoIdleStop = true })
+	e.autoRun()
+	if _, err := e.orch.Start(ctxT(t), pid, StartRequest{Quota: podtemplate.Quota{IdleTimeoutSeconds: 60}}); err != nil {
+		t.Fatal(err)
+	}
+	e.clock.Step(time.Hour)
+	if res := e.orch.Sweep(ctxT(t)); res.IdleStopped != 0 || e.kube.Pod(pid.PodName()) == nil {
+		t.Errorf("sweep with NoIdleStop stopped a project an hour after its start: %+v", res)
+	}
+}

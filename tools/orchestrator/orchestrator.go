@@ -115,6 +115,10 @@ type Config struct {
 	Observer Observer
 	// IdleCheckInterval is the period of the background loops (default 1m).
 	IdleCheckInterval time.Duration
+	// NoIdleStop turns the idle sweep off (clean-up still runs). Set it when
+	// nothing reports activity (Touch): otherwise a project in use would be
+	// stopped its idle timeout after it started, however busy its user.
+	NoIdleStop bool
 }
 
 // Orchestrator implements the project operations.
@@ -127,6 +131,8 @@ type Orchestrator struct {
 	observer Observer
 	interval time.Duration
 	born     time.Time
+	// noIdleStop: Config.NoIdleStop.
+	noIdleStop bool
 
 	base       context.Context
 	cancelBase context.CancelFunc
@@ -168,7 +174,7 @@ func New(cfg Config) (*Orchestrator, error) {
 	base, cancel := context.WithCancel(context.Background())
 	return &Orchestrator{
 		tpl: cfg.Template, cluster: cfg.Cluster, homes: cfg.Homes, clock: cfg.Clock,
-		log: cfg.Logger, observer: cfg.Observer, interval: cfg.IdleCheckInterval,
+		log: cfg.Logger, observer: cfg.Observer, interval: cfg.IdleCheckInterval, noIdleStop: cfg.NoIdleStop,
 		born: cfg.Clock.Now(), base: base, cancelBase: cancel,
 		starts: map[project.ID]*flight{}, activity: map[project.ID]time.Time{}, stale: map[types.UID]bool{},
 	}, nil

@@ -88,12 +88,33 @@ func TestUsageErrors(t *testing.T) {
 		{"project", "status", pid, "-o", "yaml"},
 		{"serve", "--log-format", "xml"},
 		{"serve", "--template", "/nonexistent/template.yaml"},
+		{"serve", "--idle-stop", "sometimes"},
 		{"check"},
 		{"check", "--tcp", "no-port"},
 		{"version", "extra"},
 	} {
 		if code, _, errOut := run(t, args...); code != ExitUsage || !strings.Contains(errOut, "error:") {
 			t.Errorf("%v: exit %d (stderr %q), want %d", args, code, errOut, ExitUsage)
+		}
+	}
+}
+
+// TestIdleStopNeedsAnActivitySource: by default the idle sweep runs only
+// with the database front-end, the one that reports the hub's activity.
+func TestIdleStopNeedsAnActivitySource(t *testing.T) {
+	for _, tc := range []struct {
+		mode     string
+		postgres bool
+		off      bool
+	}{
+		{"auto", false, true},
+		{"auto", true, false},
+		{"on", false, false},
+		{"off", true, true},
+	} {
+		off, err := resolveIdleStop(tc.mode, tc.postgres)
+		if err != nil || off != tc.off {
+			t.Errorf("--idle-stop=%s with postgres=%v: off=%v %v, want off=%v", tc.mode, tc.postgres, off, err, tc.off)
 		}
 	}
 }

@@ -34,6 +34,7 @@ type serveOptions struct {
 	qps               float32
 	burst             int
 	idleCheckInterval time.Duration
+	idleStop          string
 	shutdownTimeout   time.Duration
 	// postgres, when set, also runs the hub-database front-end (current
 	// CoCalc's kucalc protocol); projectEnv is handed to its projects.
@@ -66,8 +67,9 @@ label-filtered informer, and serves:
                    kubelet probes and Prometheus.
 
 Background loops run every --idle-check-interval: idle projects are stopped
-(per-project idle timeout from the start quota, default from the template),
-pods stuck Pending or ended beyond timeouts.pendingSeconds are deleted, and
+(per-project idle timeout from the start quota, default from the template;
+only where something reports activity, see --idle-stop), pods stuck Pending
+or ended beyond timeouts.pendingSeconds are deleted, and
 pods built from an older template are counted as stale (replaced on their
 next start, never killed while running).
 
@@ -86,10 +88,28 @@ finish for up to --shutdown-timeout, then exits 0.`,
 	f.Float32Var(&o.qps, "kube-qps", 50, "Kubernetes API client queries per second")
 	f.IntVar(&o.burst, "kube-burst", 100, "Kubernetes API client burst")
 	f.DurationVar(&o.idleCheckInterval, "idle-check-interval", time.Minute, "period of the idle-stop and clean-up loops")
+	f.StringVar(&o.idleStop, "idle-stop", "auto", "stop projects idle longer than their idle timeout: auto (only with --postgres, whose front-end reports the hub's activity), on (something calls the API's touch), off")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running requests may finish after SIGTERM")
 	f.StringVar(&o.postgres, "postgres", "", "hub PostgreSQL connection string: also serve current CoCalc's database protocol (projects.action_request, copy_paths); the password may come from $PGPASSWORD")
 	f.StringToStringVar(&o.projectEnv, "project-env", nil, "KEY=VALUE added to every project's environment by the --postgres front-end (e.g. CONAT_SERVER=http://cocalc-server:80)")
 	return cmd
+}
+
+// resolveIdleStop turns --idle-stop into orchestrator.Config.NoIdleStop.
+// The idle sweep measures time since the last activity, so it may run only
+// where a front-end reports activity: the database front-end does (the
+// hub's last_edited); smc-compute cannot (the 2020 hub sends none), and a
+// sweep there would stop busy projects by age.
+func resolveIdleStop(mode string, activitySource bool) (noIdleStop bool, err error) {
+	switch mode {
+	case "auto":
+		return !activitySource, nil
+	case "on":
+		return false, nil
+	case "off":
+		return true, nil
+	}
+	return false, usageErrorf("--idle-stop must be auto, on or off, not %q", mode)
 }
 
 // restConfig resolves the API server connection: an explicit kubeconfig,
@@ -131,9 +151,16 @@ func runServe(parent context.Context, o serveOptions) error {
 	if o.qps <= 0 || o.burst <= 0 || o.idleCheckInterval <= 0 || o.shutdownTimeout <= 0 {
 		return usageErrorf("--kube-qps, --kube-burst, --idle-check-interval and --shutdown-timeout must be > 0")
 	}
+	noIdleStop, err := resolveIdleStop(o.idleStop, o.postgres != "")
+	if err != nil {
+		return err
+	}
 	tpl, err := podtemplate.Load(o.template)
 	if err != nil {
 		return withCode(ExitUsage, err)
+	}
+	if noIdleStop {
+		log.Info("idle stop is off: no activity source (--postgres, or --idle-stop=on where something calls touch); running projects are never stopped for their age")
 	}
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
@@ -141,7 +168,8 @@ func runServe(parent context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	orch, err := orchestrator.New(orchestrator.Config{Template: tpl, Cluster: kc, Logger: log, Observer: m, IdleCheckInterval: o.idleCheckInterval})
+	orch, err := orchestrator.New(orchestrator.Config{Template: tpl, Cluster: kc, Logger: log, Observer: m,
+		IdleCheckInterval: o.idleCheckInterval, NoIdleStop: noIdleStop})
 	if err != nil {
 		return err
 	}
