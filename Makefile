@@ -59,7 +59,8 @@ build: ## build the orchestrator (static) into bin/
 include ci/cluster.mk
 
 .PHONY: test
-test: deps tools build kube-bin ## everything CI runs: vet, unit (-race), render, api-tier suites (+ kind suites when a kind cluster is up)
+test: deps tools build kube-bin ## everything CI runs: gofmt, vet, unit (-race), render, api-tier suites (+ kind suites when a kind cluster is up)
+	@unformatted=$$(gofmt -l $$(git ls-files '*.go')); test -z "$$unformatted" || { echo "gofmt would change: $$unformatted" >&2; exit 1; }
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./tools/...
 	$(GO) test -count=1 -timeout 60m ./test/...
