@@ -384,10 +384,8 @@ func (c *copier) syncContents(sd, dd *dirHandle, n *node, rel string, depth int)
 // the contents, which change them.
 func (c *copier) syncDir(sd, dp *dirHandle, n *node, dstName, rel string, depth int) {
 	what := c.targetDisplay(rel)
-	cur, err := dp.lstat(dstName)
-	exists := err == nil
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		c.fail("stat %s: %v", what, unwrapPathError(err))
+	cur, exists, ok := c.targetEntry(dp, dstName, what)
+	if !ok {
 		return
 	}
 	if exists && !cur.isDir() {
@@ -417,6 +415,17 @@ func (c *copier) syncDir(sd, dp *dirHandle, n *node, dstName, rel string, depth 
 	}
 }
 
+// targetEntry reads what the target holds at name: ok is false (and the
+// failure recorded) when that cannot be known.
+func (c *copier) targetEntry(dp *dirHandle, name, what string) (cur fileStat, exists, ok bool) {
+	cur, err := dp.lstat(name)
+	if err != nil && !errors.Is(err, fs.ErrNotExist) {
+		c.fail("stat %s: %v", what, unwrapPathError(err))
+		return cur, false, false
+	}
+	return cur, err == nil, true
+}
+
 // syncLeaf makes dstName in dp match the file or link n (n.name in sp).
 // FIFOs, sockets and devices are skipped.
 func (c *copier) syncLeaf(sp, dp *dirHandle, n *node, dstName, rel string) {
@@ -425,10 +434,8 @@ func (c *copier) syncLeaf(sp, dp *dirHandle, n *node, dstName, rel string) {
 		return
 	}
 	what := c.targetDisplay(rel)
-	cur, err := dp.lstat(dstName)
-	exists := err == nil
-	if err != nil && !errors.Is(err, fs.ErrNotExist) {
-		c.fail("stat %s: %v", what, unwrapPathError(err))
+	cur, exists, ok := c.targetEntry(dp, dstName, what)
+	if !ok {
 		return
 	}
 	if exists && cur.isDir() {
