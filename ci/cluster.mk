@@ -32,7 +32,7 @@ cluster-kind: test-cluster ## build the offline kind node image (cached) and cre
 .PHONY: up
 up: cluster-$(TIER) tools test-cluster ## start the local cluster (TIER=api|kind) and install the chart into it
 	export KUBECONFIG=$$($(TEST_CLUSTER) env -tier=$(TIER) | sed 's/^export KUBECONFIG=//') && \
-	$(HELM) upgrade --install cocalc $(CHART) --namespace cocalc --create-namespace --wait --timeout 5m $(if $(filter kind,$(TIER)),-f values/kind.yaml,) && \
+	$(HELM) upgrade --install cocalc $(CHART) --namespace cocalc --create-namespace --wait --timeout 5m $(if $(filter kind,$(TIER)),-f values/kind.yaml,--set 'networkPolicy.nfs.nodeCIDRs={172.31.250.0/24}') && \
 	echo "export KUBECONFIG=$$KUBECONFIG"
 
 .PHONY: down

@@ -195,7 +195,11 @@ func TestChartInstallsAndHelmTestPasses(t *testing.T) {
 		_ = c.Client.CoreV1().Namespaces().Delete(ctx, ns, metav1.DeleteOptions{})
 	})
 	install := []string{"install", release, chart, "--namespace", ns, "--create-namespace", "--wait", "--timeout", "3m"}
-	if c.Tier == cluster.TierKind {
+	if c.Tier != cluster.TierKind {
+		// The defaults (storage mode nfsServer) need the node CIDRs kubelets mount from; a private
+		// stand-in range here (values/kind.yaml uses mode pvc).
+		install = append(install, "--set", "networkPolicy.nfs.nodeCIDRs={172.31.250.0/24}")
+	} else {
 		// Real containers need images that exist here: the stand-ins and
 		// the orchestrator built from this repository (values/kind.yaml).
 		install = append(install, "-f", filepath.Join(root, "values", "kind.yaml"))

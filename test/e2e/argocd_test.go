@@ -278,7 +278,10 @@ func TestChartPassesServerValidation(t *testing.T) {
 			if tc.file != "" {
 				files = append(files, valuesFile(tc.file))
 			}
-			opts := helmOptions(t, c, ns, standinValues, files...)
+			// The admission policy too: `helm template` renders it only when told the API exists, and the
+			// API server compiles its CEL on create.
+			set := mergeValues(standinValues, map[string]string{"admissionPolicy.enabled": "true"})
+			opts := helmOptions(t, c, ns, set, files...)
 			opts.ExtraArgs = nil // the chart as it is
 			app := newApplier(t, c, ns)
 			for _, u := range renderChart(t, opts) {

@@ -57,8 +57,10 @@ const (
 
 // standinValues point every image at the offline stand-ins (ci/kind builds
 // them; on the api tier kwok never runs them, but the names must not be
-// the real registry's).
+// the real registry's), and give the node CIDRs that storage mode
+// nfsServer (the default) requires: testNodeCIDR.
 var standinValues = map[string]string{
+	"networkPolicy.nfs.nodeCIDRs":   "{" + testNodeCIDR + "}",
 	"server.image.repository":       "cocalc-kubernetes/hub-standin",
 	"server.image.tag":              "dev",
 	"orchestrator.image.repository": "cocalc-kubernetes/orchestrator",
@@ -66,6 +68,11 @@ var standinValues = map[string]string{
 	"projects.image.repository":     "cocalc-kubernetes/project-standin",
 	"projects.image.tag":            "dev",
 }
+
+// testNodeCIDR stands for the node network in NetworkPolicy values
+// (a private range, as node networks are): apart from pod, API server, metadata and internet
+// addresses, so the truth table can tell nodes from everyone else.
+const testNodeCIDR = "172.31.250.0/24"
 
 func chartDir() string { return filepath.Join(repoRoot, "charts", "cocalc") }
 

@@ -20,13 +20,16 @@ import (
 // Addresses outside the pod network. They are only evaluated, never
 // contacted: 203.0.113.10 is a documentation address (RFC 5737).
 var (
-	metadataIP = netip.MustParseAddr("169.254.169.254")
-	internetIP = netip.MustParseAddr("203.0.113.10")
+	metadataIP  = netip.MustParseAddr("169.254.169.254")
+	internetIP  = netip.MustParseAddr("203.0.113.10")
+	internet6IP = netip.MustParseAddr("2001:4860:4860::8888")
+	// nodeIP is a kubelet's address inside testNodeCIDR (networkPolicy.nfs.nodeCIDRs).
+	nodeIP = netip.MustParseAddr("172.31.250.10")
 )
 
 // designedAllowed is the isolation the chart promises (defaults: storage
-// nfsServer, server egress allowAll, NFS reachable from
-// networkPolicy.nfs.nodeCIDRs = 0.0.0.0/0). Every other (source,
+// nfsServer, server egress allowAll, IPv6 egress off, NFS reachable from
+// networkPolicy.nfs.nodeCIDRs = testNodeCIDR). Every other (source,
 // destination, port) of the table must be denied.
 //   - projects reach DNS only; a network=outside project also public
 //     addresses (never cluster, private or metadata addresses);
@@ -34,8 +37,9 @@ var (
 //   - the server reaches everything (allowAll: SMTP, PostgreSQL, API);
 //   - anyone reaches the server's http/https, nobody its health port;
 //   - the NFS server initiates nothing; it accepts 2049 from the server
-//     and the node CIDRs (everything by default; project pods are kept
-//     off it by their own egress policy).
+//     and the node CIDRs only: not from project pods, pods of other
+//     namespaces (a monitoring pod, DNS), the API server or the internet;
+//   - network=outside reaches public IPv4 only (IPv6 is opt-in).
 var designedAllowed = map[string]bool{
 	"projectA -> dns:53/UDP": true, "projectA -> dns:53/TCP": true,
 	"projectB -> dns:53/UDP": true, "projectB -> dns:53/TCP": true,
@@ -46,10 +50,16 @@ var designedAllowed = map[string]bool{
 	"server -> nfs:2049/TCP": true, "server -> dns:53/UDP": true, "server -> dns:53/TCP": true,
 	"server -> apiserver:APIPORT/TCP": true, "server -> metadata:80/TCP": true, "server -> internet:443/TCP": true,
 
-	"dns -> server:HTTP/TCP": true, "dns -> server:HTTPS/TCP": true, "dns -> nfs:2049/TCP": true,
-	"apiserver -> server:HTTP/TCP": true, "apiserver -> server:HTTPS/TCP": true, "apiserver -> nfs:2049/TCP": true,
-	"metadata -> server:HTTP/TCP": true, "metadata -> server:HTTPS/TCP": true, "metadata -> nfs:2049/TCP": true,
-	"internet -> server:HTTP/TCP": true, "internet -> server:HTTPS/TCP": true, "internet -> nfs:2049/TCP": true,
+	"server -> internet6:443/TCP": true, "server -> node:10250/TCP": true, "server -> monitoring:9090/TCP": true,
+
+	"dns -> server:HTTP/TCP": true, "dns -> server:HTTPS/TCP": true,
+	"monitoring -> server:HTTP/TCP": true, "monitoring -> server:HTTPS/TCP": true,
+	"apiserver -> server:HTTP/TCP": true, "apiserver -> server:HTTPS/TCP": true,
+	"metadata -> server:HTTP/TCP": true, "metadata -> server:HTTPS/TCP": true,
+	"internet -> server:HTTP/TCP": true, "internet -> server:HTTPS/TCP": true,
+	"internet6 -> server:HTTP/TCP": true, "internet6 -> server:HTTPS/TCP": true,
+	"node -> server:HTTP/TCP": true, "node -> server:HTTPS/TCP": true,
+	"node -> nfs:2049/TCP": true,
 }
 
 // TestNetworkPolicyTruthTable evaluates every (source, destination, port)
@@ -111,6 +121,16 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 	apiserver := netpoleval.Endpoint{Name: "apiserver", IP: apiIP}
 	metadata := netpoleval.Endpoint{Name: "metadata", IP: metadataIP}
 	internet := netpoleval.Endpoint{Name: "internet", IP: internetIP}
+	internet6 := netpoleval.Endpoint{Name: "internet6", IP: internet6IP}
+	node := netpoleval.Endpoint{Name: "node", IP: nodeIP}
+	// A pod of another namespace (its own live namespace), e.g. a monitoring agent.
+	otherNS := newNamespace(t, c, "netpol-other", nil)
+	monitoring := netpoleval.Endpoint{Name: "monitoring", Namespace: otherNS, NamespaceLabels: nsLabels(otherNS),
+		PodLabels: map[string]string{"app": "prometheus"}, IP: netip.MustParseAddr("10.244.254.20")}
+	require.True(t, netip.MustParsePrefix(testNodeCIDR).Contains(node.IP))
+	for _, e := range []netpoleval.Endpoint{projectA, projectB, server, dns, monitoring, apiserver, metadata, internet} {
+		require.False(t, netip.MustParsePrefix(testNodeCIDR).Contains(e.IP), "%s inside the node CIDR", e.Name)
+	}
 
 	type target struct {
 		ep    netpoleval.Endpoint
@@ -133,7 +153,11 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 		ports(apiserver, apiPort, tcp),
 		ports(metadata, int32(80), tcp),
 		ports(internet, int32(443), tcp),
+		ports(internet6, int32(443), tcp),
+		ports(node, int32(10250), tcp),
+		ports(monitoring, int32(9090), tcp),
 	}
+	sources := []netpoleval.Endpoint{projectA, projectB, server, nfs, dns, monitoring, apiserver, metadata, internet, internet6, node}
 	chartPods := map[string]bool{"projectA": true, "projectB": true, "server": true, "nfs": true}
 	key := func(cn netpoleval.Connection) string {
 		s := cn.String()
@@ -145,7 +169,7 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 	var table strings.Builder
 	fmt.Fprintf(&table, "\n%-12s %-12s %-10s %-8s %s\n", "SOURCE", "DESTINATION", "PORT", "RESULT", "WHY")
 	rows, wrong := 0, 0
-	for _, src := range []netpoleval.Endpoint{projectA, projectB, server, nfs, dns, apiserver, metadata, internet} {
+	for _, src := range sources {
 		for _, dst := range targets {
 			if src.Name == dst.ep.Name || (!chartPods[src.Name] && !chartPods[dst.ep.Name]) {
 				continue // no chart policy applies between two outside endpoints
@@ -170,7 +194,7 @@ func TestNetworkPolicyTruthTable(t *testing.T) {
 	t.Logf("NetworkPolicy truth table over %d live policies (%d rows, %d off design):%s", len(policies.Items), rows, wrong, table.String())
 	// Every designed allowance was evaluated (a typo in designedAllowed would pass silently otherwise).
 	seen := map[string]bool{}
-	for _, src := range []netpoleval.Endpoint{projectA, projectB, server, nfs, dns, apiserver, metadata, internet} {
+	for _, src := range sources {
 		for _, dst := range targets {
 			for _, cn := range dst.ports {
 				cn.From = src

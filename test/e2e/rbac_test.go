@@ -101,6 +101,12 @@ func TestServiceAccountCanDoExactlyWhatTheOrchestratorNeeds(t *testing.T) {
 		{verb: "create", group: "batch", resource: "jobs"},
 		{verb: "create", group: "apps", resource: "daemonsets"},
 		{verb: "patch", resource: "namespaces", name: ns, namespace: "-"},
+		// The admission policy that confines its pod creates is helm's, never the orchestrator's to lift.
+		{verb: "delete", group: "admissionregistration.k8s.io", resource: "validatingadmissionpolicies", namespace: "-"},
+		{verb: "update", group: "admissionregistration.k8s.io", resource: "validatingadmissionpolicies", namespace: "-"},
+		{verb: "delete", group: "admissionregistration.k8s.io", resource: "validatingadmissionpolicybindings", namespace: "-"},
+		{verb: "patch", group: "admissionregistration.k8s.io", resource: "validatingadmissionpolicybindings", namespace: "-"},
+		{verb: "create", group: "admissionregistration.k8s.io", resource: "validatingadmissionpolicybindings", namespace: "-"},
 	}
 	require.GreaterOrEqual(t, len(denied), 10)
 
