@@ -70,9 +70,29 @@ cocalc-kubernetes/release: {{ .Release.Name }}
 {{- if ne (include "cocalc.projectsNamespace" .) .Release.Namespace -}}true{{- end -}}
 {{- end -}}
 
-{{/* An image reference; tag "" means the chart's appVersion. Call with (dict "root" $ "image" .Values.x.image). */}}
+{{/*
+The parts of an image reference, the rule podtemplate.Image.Reference shares: "repository:tag",
+"repository@digest" or "repository:tag@digest". Tag "" means the chart's appVersion unless a digest is set
+(then the digest alone pins the image). The schema refuses "latest" and digests other than sha256:<64 hex>.
+Returns a dict (repository, tag, digest) as YAML; use "cocalc.image" for the string.
+Usage: {{ include "cocalc.imageParts" (dict "root" $ "image" .Values.projects.image) | fromYaml }}
+*/}}
+{{- define "cocalc.imageParts" -}}
+{{- $digest := .image.digest | default "" -}}
+{{- $tag := .image.tag | default "" -}}
+{{- if and (not $tag) (not $digest) -}}{{- $tag = .root.Chart.AppVersion -}}{{- end -}}
+{{- dict "repository" .image.repository "tag" $tag "digest" $digest | toYaml -}}
+{{- end -}}
+
+{{/*
+An image reference (see "cocalc.imageParts").
+Usage: image: {{ include "cocalc.image" (dict "root" $ "image" .Values.server.image) }}
+*/}}
 {{- define "cocalc.image" -}}
-{{- printf "%s:%s" .image.repository (default .root.Chart.AppVersion .image.tag) -}}
+{{- $i := include "cocalc.imageParts" . | fromYaml -}}
+{{- $i.repository -}}
+{{- with $i.tag }}:{{ . }}{{ end -}}
+{{- with $i.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
 {{- define "cocalc.serviceAccountName" -}}

@@ -14,6 +14,7 @@ import (
 	"net/netip"
 	"os"
 	"path"
+	"regexp"
 	"strings"
 
 	corev1 "k8s.io/api/core/v1"
@@ -116,15 +117,56 @@ type Template struct {
 }
 
 // Image is the project container image.
+//
+// The reference rule, shared with the chart's "cocalc.image" helper: a tag, a
+// digest, or both, never neither; "latest" is not a pin. The chart resolves
+// an empty tag to its appVersion before writing the template, unless a digest
+// is set (then the digest alone pins the image).
 type Image struct {
-	Repository  string            `json:"repository"`
-	Tag         string            `json:"tag"`
+	Repository string `json:"repository"`
+	// Tag is a plain tag (no ":" or "@"); "" only with a Digest.
+	Tag string `json:"tag"`
+	// Digest is "sha256:<64 hex>"; with a Tag the reference is repository:tag@digest.
+	Digest      string            `json:"digest,omitempty"`
 	PullPolicy  corev1.PullPolicy `json:"pullPolicy"`
 	PullSecrets []string          `json:"pullSecrets,omitempty"`
 }
 
-// Reference returns "repository:tag".
-func (i Image) Reference() string { return i.Repository + ":" + i.Tag }
+// Reference returns "repository:tag", "repository@digest" or
+// "repository:tag@digest" (the runtime pulls by digest; the tag is for people).
+func (i Image) Reference() string {
+	ref := i.Repository
+	if i.Tag != "" {
+		ref += ":" + i.Tag
+	}
+	if i.Digest != "" {
+		ref += "@" + i.Digest
+	}
+	return ref
+}
+
+var (
+	tagPattern    = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
+	digestPattern = regexp.MustCompile(`^sha256:[a-f0-9]{64}$`)
+)
+
+// validate reports what makes the image unpinned or its reference invalid.
+func (i Image) validate(add func(string, ...any)) {
+	if i.Repository == "" {
+		add("image.repository: must not be empty")
+	}
+	switch {
+	case i.Tag == "" && i.Digest == "":
+		add("image.tag: a pinned tag or image.digest is required")
+	case strings.EqualFold(i.Tag, "latest"):
+		add("image.tag: must be a pinned tag, got %q", i.Tag)
+	case i.Tag != "" && !tagPattern.MatchString(i.Tag):
+		add("image.tag: %q is not a tag (put a digest in image.digest)", i.Tag)
+	}
+	if i.Digest != "" && !digestPattern.MatchString(i.Digest) {
+		add("image.digest: %q is not sha256:<64 lowercase hex>", i.Digest)
+	}
+}
 
 // Quota is a project's run quota in the units the CoCalc hub uses.
 type Quota struct {
@@ -257,12 +299,7 @@ func (t *Template) Validate() error {
 	for k, v := range t.Labels {
 		checkLabel(add, "labels", k, v)
 	}
-	if t.Image.Repository == "" {
-		add("image.repository: must not be empty")
-	}
-	if t.Image.Tag == "" || t.Image.Tag == "latest" {
-		add("image.tag: must be a pinned tag, got %q", t.Image.Tag)
-	}
+	t.Image.validate(add)
 	switch t.Image.PullPolicy {
 	case corev1.PullAlways, corev1.PullIfNotPresent, corev1.PullNever:
 	default:
