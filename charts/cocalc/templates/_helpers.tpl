@@ -95,6 +95,51 @@ Usage: image: {{ include "cocalc.image" (dict "root" $ "image" .Values.server.im
 {{- with $i.digest }}@{{ . }}{{ end -}}
 {{- end -}}
 
+{{/*
+A pod's imagePullSecrets from a non-empty list of Secret names.
+Usage:
+  {{- with .Values.imagePullSecrets }}
+  {{- include "cocalc.imagePullSecrets" . | nindent 6 }}
+  {{- end }}
+*/}}
+{{- define "cocalc.imagePullSecrets" -}}
+imagePullSecrets:
+  {{- range . }}
+  - name: {{ . }}
+  {{- end }}
+{{- end -}}
+
+{{/*
+The restricted securityContext of a container that needs nothing: no privilege escalation, read-only root
+filesystem, every capability dropped (the pod sets runAsNonRoot and seccomp).
+Usage:
+  securityContext:
+    {{- include "cocalc.restrictedContainerSecurityContext" . | nindent 12 }}
+*/}}
+{{- define "cocalc.restrictedContainerSecurityContext" -}}
+allowPrivilegeEscalation: false
+readOnlyRootFilesystem: true
+capabilities:
+  drop: ["ALL"]
+{{- end -}}
+
+{{/*
+The ports of the server's Services (ClusterIP and LoadBalancer), to the hub's named container ports.
+Usage:
+  ports:
+    {{- include "cocalc.serverServicePorts" . | nindent 4 }}
+*/}}
+{{- define "cocalc.serverServicePorts" -}}
+- name: http
+  port: {{ .Values.service.httpPort }}
+  targetPort: http
+  protocol: TCP
+- name: https
+  port: {{ .Values.service.httpsPort }}
+  targetPort: https
+  protocol: TCP
+{{- end -}}
+
 {{- define "cocalc.serviceAccountName" -}}
 {{- if .Values.serviceAccount.create -}}
 {{- default (include "cocalc.fullname" .) .Values.serviceAccount.name -}}

@@ -49,6 +49,14 @@ var (
 	onListening  = func(api, health net.Addr) {}
 )
 
+// The ports serve listens on by default: the chart's orchestrator.ports.api
+// and orchestrator.ports.health defaults (test/chart TestOrchestratorPorts
+// keeps them equal; the chart also passes them as --listen/--health-listen).
+const (
+	DefaultAPIPort    = 8470
+	DefaultHealthPort = 8471
+)
+
 func newServeCmd() *cobra.Command {
 	o := serveOptions{}
 	cmd := &cobra.Command{
@@ -82,8 +90,8 @@ finish for up to --shutdown-timeout, then exits 0.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.template, "template", podtemplate.DefaultPath, "project pod template file (the chart's ConfigMap key)")
-	f.StringVar(&o.listen, "listen", "127.0.0.1:8470", "address of the project API")
-	f.StringVar(&o.healthListen, "health-listen", ":8471", "address of /healthz, /readyz and /metrics")
+	f.StringVar(&o.listen, "listen", fmt.Sprintf("127.0.0.1:%d", DefaultAPIPort), "address of the project API")
+	f.StringVar(&o.healthListen, "health-listen", fmt.Sprintf(":%d", DefaultHealthPort), "address of /healthz, /readyz and /metrics")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
 	f.Float32Var(&o.qps, "kube-qps", 50, "Kubernetes API client queries per second")
 	f.IntVar(&o.burst, "kube-burst", 100, "Kubernetes API client burst")

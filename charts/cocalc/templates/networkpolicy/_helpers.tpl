@@ -29,12 +29,10 @@ Call with (dict "root" $ "projects" true).
 {{- if $dns.privateIPs }}
 # DNS: any private IP (for CNIs that see DNS traffic after DNAT to a node or host-network resolver).
 - to:
+    {{- range include "cocalc.networkPolicy.rfc1918CIDRs" . | fromYamlArray }}
     - ipBlock:
-        cidr: 10.0.0.0/8
-    - ipBlock:
-        cidr: 172.16.0.0/12
-    - ipBlock:
-        cidr: 192.168.0.0/16
+        cidr: {{ . }}
+    {{- end }}
   ports:
     {{- include "cocalc.networkPolicy.dnsPorts" . | nindent 4 }}
 {{- end }}
@@ -74,7 +72,7 @@ rejects them in ipBlock, and a socket to one sends IPv4 packets, which the IPv4 
 */}}
 {{- define "cocalc.networkPolicy.internetEgressRules" -}}
 {{- $outside := .Values.networkPolicy.projects.outside -}}
-{{- $v4 := list "10.0.0.0/8" "172.16.0.0/12" "192.168.0.0/16" "100.64.0.0/10" "169.254.0.0/16" "127.0.0.0/8" -}}
+{{- $v4 := concat (include "cocalc.networkPolicy.rfc1918CIDRs" . | fromYamlArray) (list "100.64.0.0/10" "169.254.0.0/16" "127.0.0.0/8") -}}
 {{- $v6 := list "fc00::/7" "fe80::/10" "::1/128" "64:ff9b::/96" "64:ff9b:1::/48" -}}
 {{- $v6 = concat $v6 $outside.ipv6.clusterCIDRs -}}
 {{- range $outside.exceptCIDRs -}}
@@ -93,7 +91,37 @@ rejects them in ipBlock, and a socket to one sends IPv4 packets, which the IPv4 
     {{- end }}
 {{- end -}}
 
-{{/* The peer "the server pod" as seen from the projects namespace. */}}
+{{/*
+The private IPv4 ranges of RFC 1918, as a YAML list (DNS to private IPs, and what internet egress excludes).
+Usage: {{ range include "cocalc.networkPolicy.rfc1918CIDRs" . | fromYamlArray }}...{{ end }}
+*/}}
+{{- define "cocalc.networkPolicy.rfc1918CIDRs" -}}
+["10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16"]
+{{- end -}}
+
+{{/*
+Peer of runtime project pods (in the projects namespace when it is separate), for the server's policy.
+Usage:
+  - to:
+      {{- include "cocalc.networkPolicy.projectsPeer" . | nindent 6 }}
+*/}}
+{{- define "cocalc.networkPolicy.projectsPeer" -}}
+- podSelector:
+    matchLabels:
+      {{- include "cocalc.projectSelectorLabels" . | nindent 6 }}
+  {{- if include "cocalc.projectsSeparate" . }}
+  namespaceSelector:
+    matchLabels:
+      kubernetes.io/metadata.name: {{ include "cocalc.projectsNamespace" . }}
+  {{- end }}
+{{- end -}}
+
+{{/*
+The peer "the server pod" as seen from the projects namespace.
+Usage:
+  - from:
+      {{- include "cocalc.networkPolicy.serverPeer" . | nindent 6 }}
+*/}}
 {{- define "cocalc.networkPolicy.serverPeer" -}}
 - podSelector:
     matchLabels:
