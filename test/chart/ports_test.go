@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/cli"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/smccompute"
 )
 
 // The orchestrator's ports are one value each (orchestrator.ports.api and
@@ -38,6 +39,8 @@ func TestOrchestratorPorts(t *testing.T) {
 	ports := values.Orchestrator.Ports
 	assert.Equal(t, cli.DefaultAPIPort, ports.API, "orchestrator.ports.api default vs cocalc-k8s serve")
 	assert.Equal(t, cli.DefaultHealthPort, ports.Health, "orchestrator.ports.health default vs cocalc-k8s serve")
+
+	assert.Equal(t, fmt.Sprintf("http://127.0.0.1:%d", ports.API), smccompute.DefaultAPI, "smc-compute's default API URL")
 
 	var help, stderr bytes.Buffer
 	require.Equal(t, 0, cli.Execute(context.Background(), []string{"serve", "--help"}, &help, &stderr), stderr.String())

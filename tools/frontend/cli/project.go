@@ -88,7 +88,7 @@ Output is a table, or JSON with -o json.
 ` + exitCodesHelp,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&o.api, "api", "http://127.0.0.1:8470", "orchestrator API base URL")
+	pf.StringVar(&o.api, "api", fmt.Sprintf("http://127.0.0.1:%d", DefaultAPIPort), "orchestrator API base URL")
 	pf.StringVar(&o.kubeconfig, "kubeconfig", "", "act on the cluster directly with this kubeconfig instead of calling the API")
 	pf.StringVar(&o.template, "template", podtemplate.DefaultPath, "project pod template file (direct mode only)")
 	pf.StringVarP(&o.output, "output", "o", "table", "output format: table or json")
