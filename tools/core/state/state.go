@@ -8,6 +8,7 @@ package state
 
 import (
 	"fmt"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 )
@@ -47,6 +48,9 @@ type Status struct {
 	// IP is the pod IP, set only when State is Running.
 	IP       string `json:"ip,omitempty"`
 	Restarts int32  `json:"restarts,omitempty"`
+	// StartedAt is when the project container started running (the
+	// container status' running.startedAt), set only when State is Running.
+	StartedAt *time.Time `json:"started_at,omitempty"`
 	// Terminal is true for pods that will never run again (Failed or
 	// Succeeded); start replaces them.
 	Terminal bool `json:"-"`
@@ -104,6 +108,10 @@ func FromPod(pod *corev1.Pod) Status {
 	if pod.Status.Phase == corev1.PodRunning && isReady(pod) && pod.Status.PodIP != "" {
 		st.State = Running
 		st.IP = pod.Status.PodIP
+		if cs != nil && cs.State.Running != nil && !cs.State.Running.StartedAt.IsZero() {
+			t := cs.State.Running.StartedAt.UTC()
+			st.StartedAt = &t
+		}
 		if cs != nil && cs.LastTerminationState.Terminated != nil && cs.LastTerminationState.Terminated.Reason == ReasonOOMKilled {
 			st.Reason = ReasonOOMKilled
 			st.Message = "the project was restarted after running out of memory"

@@ -2,6 +2,7 @@ package state
 
 import (
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -125,5 +126,22 @@ func TestRestartsReported(t *testing.T) {
 	got := FromPod(pod(corev1.PodRunning, ready(corev1.ConditionTrue), ip("10.0.0.1"), runningContainer(), lastOOM(3)))
 	if got.Restarts != 3 {
 		t.Fatalf("restarts = %d", got.Restarts)
+	}
+}
+
+// TestStartedAt: the running container's start time (what the hub shows as
+// status.start_ts) is reported for Running only, in UTC.
+func TestStartedAt(t *testing.T) {
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.FixedZone("CET", 3600))
+	started := func(p *corev1.Pod) {
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "project",
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{StartedAt: metav1.NewTime(at)}}}}
+	}
+	got := FromPod(pod(corev1.PodRunning, ready(corev1.ConditionTrue), ip("10.0.0.1"), started))
+	if got.StartedAt == nil || !got.StartedAt.Equal(at) || got.StartedAt.Location() != time.UTC {
+		t.Fatalf("StartedAt = %v, want %v in UTC", got.StartedAt, at)
+	}
+	if got := FromPod(pod(corev1.PodRunning, ready(corev1.ConditionFalse), ip("10.0.0.1"), started)); got.StartedAt != nil {
+		t.Fatalf("not ready: StartedAt = %v, want nil", got.StartedAt)
 	}
 }

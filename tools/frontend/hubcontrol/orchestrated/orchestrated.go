@@ -170,10 +170,14 @@ func (a Adapter) Touch(ctx context.Context, id string) error {
 }
 
 func convert(s orchestrator.ProjectStatus) hubcontrol.Status {
-	return hubcontrol.Status{
+	out := hubcontrol.Status{
 		ProjectID: s.ProjectID.String(),
 		State:     hubcontrol.State(s.State),
 		IP:        s.IP,
 		Error:     s.Reason,
 	}
+	if s.StartedAt != nil {
+		out.StartedAt = *s.StartedAt
+	}
+	return out
 }

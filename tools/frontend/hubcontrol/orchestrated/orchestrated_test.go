@@ -80,7 +80,12 @@ func TestAdapter(t *testing.T) {
 		t.Errorf("status %+v %v", st, err)
 	}
 
-	core.list = []orchestrator.ProjectStatus{{ProjectID: project.MustParse(id), Status: state.Status{State: state.Running, IP: "10.1.2.3"}}}
+	// The container's start time reaches the front-ends (status.start_ts).
+	started := time.Date(2026, 11, 30, 8, 0, 0, 0, time.UTC)
+	core.list = []orchestrator.ProjectStatus{{ProjectID: project.MustParse(id), Status: state.Status{State: state.Running, IP: "10.1.2.3", StartedAt: &started}}}
+	if l, err := a.List(ctx); err != nil || len(l) != 1 || !l[0].StartedAt.Equal(started) {
+		t.Errorf("list %+v %v: want StartedAt %s", l, err, started)
+	}
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	ch, err := a.Watch(wctx)
