@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
 )
 
@@ -146,7 +147,12 @@ func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id
 	if actionErr != nil {
 		log.Warn("action failed", "action", req.Action, "err", actionErr)
 	}
-	c.refreshState(ctx, id)
+	// The state first: the hub reads finished as "done" and looks at the
+	// state; a start finished while the state still says starting (or has
+	// no IP) makes it issue another start.
+	if !c.refreshState(ctx, id) && ctx.Err() != nil {
+		return nil // shutting down: the next controller performs it again
+	}
 	return c.finish(ctx, conn, id, req.Time, actionErr)
 }
 
@@ -269,16 +275,22 @@ func (c *controller) perform(ctx context.Context, id, action string, runQuota, s
 	start := func() error {
 		// The orchestrator creates the home directory before the pod.
 		q := quotaFor(runQuota, settings, users, c.cfg.DefaultIdleTimeout)
-		env, err := c.projectEnv(ctx, id)
+		env, token, err := c.projectEnv(ctx, id)
 		if err != nil {
 			return err
 		}
-		sctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
-		defer cancel()
-		if err := c.projects.Start(sctx, id, q.Quota, hubcontrol.StartOptions{ExtraEnv: env}); err != nil {
-			return fmt.Errorf("start: %w", err)
+		opts := hubcontrol.StartOptions{ExtraEnv: env}
+		if err := c.startWithin(ctx, id, q.Quota, opts); err != nil {
+			return err
 		}
-		if _, err := c.pool.Exec(ctx, `UPDATE projects SET last_started = now() AT TIME ZONE 'UTC' WHERE project_id = $1`, id); err != nil {
+		if token != "" {
+			if err := c.keepTokenInStep(ctx, id, token, q.Quota, opts); err != nil {
+				return err
+			}
+		}
+		// last_started in the database's time zone, as the hub's own NOW()
+		// writes (the session keeps the database's default time zone).
+		if _, err := c.pool.Exec(ctx, `UPDATE projects SET last_started = LOCALTIMESTAMP WHERE project_id = $1`, id); err != nil {
 			c.log.Warn("cannot record last_started", "project", id, "err", err)
 		}
 		return nil
@@ -305,32 +317,108 @@ func (c *controller) perform(ctx context.Context, id, action string, runQuota, s
 	return fmt.Errorf("unsupported action %q", action)
 }
 
+// startWithin starts the project within StartTimeout (the template's start
+// deadline). A start that fails or does not finish in time (crash loop,
+// unschedulable, image never pulled) leaves no pod behind: the hub's stop
+// only acts on running projects, so a pod left "starting" could be neither
+// stopped nor restarted. The state then says opened, with the reason.
+func (c *controller) startWithin(ctx context.Context, id string, q podtemplate.Quota, opts hubcontrol.StartOptions) error {
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
+	err := c.projects.Start(sctx, id, q, opts)
+	cancel()
+	if err == nil {
+		return nil
+	}
+	if ctx.Err() != nil {
+		// Superseded by a newer request or shutting down: the pod stays for
+		// the request that follows.
+		return fmt.Errorf("start: %w", err)
+	}
+	reason := err.Error()
+	if errors.Is(err, context.DeadlineExceeded) {
+		reason = fmt.Sprintf("not running after %s", c.cfg.StartTimeout)
+	}
+	if st, serr := c.projects.Status(ctx, id); serr == nil {
+		if st.State == hubcontrol.Running {
+			return nil // it made it after all
+		}
+		if st.Error != "" && !strings.Contains(reason, st.Error) {
+			reason += ": " + st.Error
+		}
+	}
+	stopCtx, cancelStop := context.WithTimeout(ctx, c.cfg.StopTimeout)
+	defer cancelStop()
+	if serr := c.projects.Stop(stopCtx, id); serr != nil {
+		msg := fmt.Sprintf("start failed (%s); removing its pod failed: %v", reason, serr)
+		c.states.Failed(id, msg)
+		return errors.New(msg)
+	}
+	msg := fmt.Sprintf("start failed (%s); the project's pod was removed", reason)
+	c.log.Warn("start failed; pod removed", "project", id, "reason", reason)
+	c.states.Failed(id, msg)
+	return errors.New(msg)
+}
+
+// keepTokenInStep handles the hub's read-then-write of the secret token
+// (getProjectSecretToken: SELECT, and when empty an unconditional UPDATE): a
+// hub that read no token just before this controller wrote one overwrites
+// it, and the project then holds a token the hub rejects. After the start
+// the database is read again; if the token changed, the file is rewritten
+// and the project restarted once, since projects read the file at startup.
+func (c *controller) keepTokenInStep(ctx context.Context, id, written string, q podtemplate.Quota, opts hubcontrol.StartOptions) error {
+	var now *string
+	if err := c.pool.QueryRow(ctx, `SELECT secret_token FROM projects WHERE project_id = $1`, id).Scan(&now); err != nil {
+		return fmt.Errorf("re-read secret token: %w", err)
+	}
+	if now == nil || *now == "" || *now == written {
+		return nil
+	}
+	c.log.Warn("the hub replaced the secret token during the start; restarting the project with it", "project", id)
+	if err := c.cfg.Files.WriteFile(id, secretTokenFile, []byte(*now), 0o600); err != nil {
+		return fmt.Errorf("write secret token: %w", err)
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
+	err := c.projects.Stop(sctx, id)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("stop: %w", err)
+	}
+	return c.startWithin(ctx, id, q, opts)
+}
+
 // secretTokenLength is current CoCalc's SECRET_TOKEN_LENGTH.
 const secretTokenLength = 32
+
+// secretTokenFile is where the secret token is written, relative to the
+// home: outside ~/.smc, which project images' init scripts may clear.
+const secretTokenFile = ".cocalc-k8s/secret-token"
 
 // projectEnv is the environment current CoCalc projects expect from the
 // hub's multi-user mode (control/util.ts getEnvironment): the secret token
 // file (which the hub also reads from projects.secret_token to authenticate
 // to the project), the data directory, the user's extra variables from
 // projects.env (COCALC_EXTRA_ENV, base64 JSON) and the configured variables.
-func (c *controller) projectEnv(ctx context.Context, id string) (map[string]string, error) {
+// It also returns the token written ("" when the schema has none).
+func (c *controller) projectEnv(ctx context.Context, id string) (map[string]string, string, error) {
 	env := map[string]string{}
 	data := path.Join(c.cfg.ProjectHome, ".smc")
 	env["DATA"], env["LOGS"] = data, data
+	var token string
 	if c.hasSecretToken {
-		token, err := c.secretToken(ctx, id)
+		var err error
+		token, err = c.secretToken(ctx, id)
 		if err != nil {
-			return nil, err
+			return nil, "", err
 		}
-		if err := c.cfg.Files.WriteFile(id, ".smc/secret-token", []byte(token), 0o600); err != nil {
-			return nil, fmt.Errorf("write secret token: %w", err)
+		if err := c.cfg.Files.WriteFile(id, secretTokenFile, []byte(token), 0o600); err != nil {
+			return nil, "", fmt.Errorf("write secret token: %w", err)
 		}
-		env["COCALC_SECRET_TOKEN"] = path.Join(data, "secret-token")
+		env["COCALC_SECRET_TOKEN"] = path.Join(c.cfg.ProjectHome, secretTokenFile)
 	}
 	if c.hasEnv {
 		var extra []byte
 		if err := c.pool.QueryRow(ctx, `SELECT COALESCE(env, '{}'::jsonb) FROM projects WHERE project_id = $1`, id).Scan(&extra); err != nil {
-			return nil, fmt.Errorf("read project env: %w", err)
+			return nil, "", fmt.Errorf("read project env: %w", err)
 		}
 		var m map[string]any
 		if json.Unmarshal(extra, &m) != nil {
@@ -341,7 +429,7 @@ func (c *controller) projectEnv(ctx context.Context, id string) (map[string]stri
 	for k, v := range c.cfg.ProjectEnv {
 		env[k] = v
 	}
-	return env, nil
+	return env, token, nil
 }
 
 // secretToken returns the project's secret token, creating it the way the
@@ -380,14 +468,21 @@ func randomToken(n int) (string, error) {
 }
 
 // refreshState writes the project's current state right after an action,
-// so the hub does not depend on the watch's latency.
-func (c *controller) refreshState(ctx context.Context, id string) {
-	st, err := c.projects.Status(ctx, id)
-	if err != nil {
+// before the action is marked finished. It reports whether the state was
+// written; reading it from the orchestrator is tried a few times.
+func (c *controller) refreshState(ctx context.Context, id string) bool {
+	delay := c.cfg.RetryInterval
+	for attempt := 0; ; attempt++ {
+		st, err := c.projects.Status(ctx, id)
+		if err == nil {
+			return c.states.WriteNow(ctx, st) == nil
+		}
 		c.log.Warn("cannot read state after action", "project", id, "err", err)
-		return
+		if attempt == 4 || !sleep(ctx, delay) {
+			return false
+		}
+		delay = min(delay*2, 10*time.Second)
 	}
-	c.states.Put(st)
 }
 
 // hubPayloadProjectID extracts the project_id from a synctable trigger

@@ -60,12 +60,18 @@ type Config struct {
 	// stop (10m, as CoCalc's MINRUN_S).
 	MinRun time.Duration
 	// DefaultIdleTimeout applies when neither run_quota nor settings name
-	// one (30m, CoCalc's default mintime).
+	// one (30m, CoCalc's default mintime; RunWithOrchestrator takes the
+	// template's resources.default.idleTimeoutSeconds).
 	DefaultIdleTimeout time.Duration
+	// AlwaysRunningInterval is how often always-running projects without a
+	// pod are started (15s, as the hub's own loop).
+	AlwaysRunningInterval time.Duration
 	// ResyncInterval re-lists all pods into projects.state (5m).
 	ResyncInterval time.Duration
 	// StartTimeout, StopTimeout and CopyTimeout bound one operation
-	// (5m, 2m, 5m; a copy_paths row's timeout column overrides CopyTimeout).
+	// (5m, 2m, 5m; a copy_paths row's timeout column overrides CopyTimeout;
+	// RunWithOrchestrator takes start and stop from the template). A start
+	// not running by StartTimeout has its pod removed.
 	StartTimeout, StopTimeout, CopyTimeout time.Duration
 	// MaxRequestAge: older unfinished requests are answered with an error
 	// instead of being performed (1h), so a controller coming back after an
@@ -104,6 +110,7 @@ func (c *Config) setDefaults() {
 	def(&c.MinRun, 10*time.Minute)
 	def(&c.DefaultIdleTimeout, 30*time.Minute)
 	def(&c.ResyncInterval, 5*time.Minute)
+	def(&c.AlwaysRunningInterval, 15*time.Second)
 	def(&c.StartTimeout, 5*time.Minute)
 	def(&c.StopTimeout, 2*time.Minute)
 	def(&c.CopyTimeout, 5*time.Minute)
@@ -181,7 +188,11 @@ func Run(ctx context.Context, cfg Config, projects hubcontrol.Watcher) error {
 	if err != nil {
 		return fmt.Errorf("database connection string: %w", err)
 	}
-	pcfg.ConnConfig.RuntimeParams["timezone"] = "UTC"
+	// No time zone is forced: the session keeps the database's default, as
+	// the hub's sessions do, so timestamp (without time zone) columns the
+	// hub fills with NOW() (last_edited) compare correctly with now() and
+	// LOCALTIMESTAMP whatever zone the database runs in. Dates in JSON
+	// (action_request) are explicit UTC ("…Z") and unaffected.
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "cocalc-k8s-controller"
 	pcfg.MaxConns = int32(cfg.Workers + cfg.CopyWorkers + 4)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
@@ -214,6 +225,7 @@ func Run(ctx context.Context, cfg Config, projects hubcontrol.Watcher) error {
 	spawn(c.scanLoop)
 	spawn(c.copyLoop)
 	spawn(c.idleLoop)
+	spawn(c.alwaysRunningLoop)
 	spawn(c.states.run)
 	spawn(c.watchLoop)
 	wg.Wait()

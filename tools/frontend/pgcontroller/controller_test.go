@@ -211,12 +211,12 @@ func TestStartStopRestart(t *testing.T) {
 	if err := e.pool.QueryRow(context.Background(), `SELECT secret_token FROM projects WHERE project_id = $1`, p1).Scan(&token); err != nil || len(token) != secretTokenLength {
 		t.Fatalf("secret token %q: %v", token, err)
 	}
-	if b, err := os.ReadFile(filepath.Join(e.files.ProjectPath(p1), ".smc/secret-token")); err != nil || string(b) != token {
+	if b, err := os.ReadFile(filepath.Join(e.files.ProjectPath(p1), secretTokenFile)); err != nil || string(b) != token {
 		t.Errorf("secret token file %q %v", b, err)
 	}
 	env := calls[0].Options.ExtraEnv
 	extra, _ := base64.StdEncoding.DecodeString(env["COCALC_EXTRA_ENV"])
-	if env["COCALC_SECRET_TOKEN"] != "/home/user/.smc/secret-token" || env["DATA"] != "/home/user/.smc" ||
+	if env["COCALC_SECRET_TOKEN"] != "/home/user/.cocalc-k8s/secret-token" || env["DATA"] != "/home/user/.smc" ||
 		env["CONAT_SERVER"] != "http://cocalc-hub:5000" || string(extra) != `{"MY_VAR": "42"}` {
 		t.Errorf("project env %v (extra %s)", env, extra)
 	}

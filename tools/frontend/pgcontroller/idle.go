@@ -79,3 +79,61 @@ func (c *controller) stopIdle(ctx context.Context) error {
 	}
 	return nil
 }
+
+// alwaysRunningLoop starts always-running projects that have no pod: after
+// their pod died or was deleted, after a cluster restart, or when the flag
+// was just set. In kucalc mode the hub leaves this to the cluster side (its
+// init_start_always_running_projects runs only with other project control
+// modes); the rule is the same: not deleted, always_running, and in a
+// stable stopped state (opened, closed, archived, or no state).
+func (c *controller) alwaysRunningLoop(ctx context.Context) {
+	every(ctx, c.cfg.AlwaysRunningInterval, nil, func() {
+		c.safely("always-running check", func() {
+			if err := c.startAlwaysRunning(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("always-running check failed", "err", err)
+			}
+		})
+	})
+}
+
+func (c *controller) startAlwaysRunning(ctx context.Context) error {
+	const stopped = `(state IS NULL OR jsonb_typeof(state) <> 'object' OR state->>'state' IS NULL
+		OR state->>'state' IN ('opened', 'closed', 'archived'))`
+	rows, err := c.pool.Query(ctx, `SELECT project_id::text, run_quota, settings, users FROM projects
+		WHERE deleted IS NOT TRUE AND `+stopped+`
+			AND (run_quota->>'always_running' = 'true' OR settings->>'always_running' IN ('1', 'true'))
+			AND NOT (`+pendingPredicate+`)`)
+	if err != nil {
+		return err
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		var runQuota, settings, users []byte
+		if err := rows.Scan(&id, &runQuota, &settings, &users); err != nil {
+			rows.Close()
+			return err
+		}
+		// The quota rule decides (run_quota wins when it carries limits).
+		if quotaFor(runQuota, settings, users, c.cfg.DefaultIdleTimeout).AlwaysRunning {
+			ids = append(ids, id)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for _, id := range ids {
+		tag, err := c.pool.Exec(ctx, `UPDATE projects SET action_request =
+				jsonb_build_object('action', 'start', 'time', `+nowJSON+`, 'reason', 'always_running')
+			WHERE project_id = $1 AND deleted IS NOT TRUE AND `+stopped+` AND NOT (`+pendingPredicate+`)`, id)
+		if err != nil {
+			return err
+		}
+		if tag.RowsAffected() > 0 {
+			c.log.Info("starting always-running project", "project", id)
+			c.enqueue(id)
+		}
+	}
+	return nil
+}

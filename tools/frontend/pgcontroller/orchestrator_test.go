@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -147,6 +148,14 @@ func TestWithTheOrchestratorCore(t *testing.T) {
 	if pod == nil {
 		t.Fatal("no pod created")
 	}
+	// status.start_ts is the project container's real start time (ms), as
+	// the hub reads it (kucalc.ts: status.start_ts).
+	wantTS := pod.Status.ContainerStatuses[0].State.Running.StartedAt.UnixMilli()
+	eventually(t, "status.start_ts from the container's start", func() bool {
+		var ts *int64
+		err := e.pool.QueryRow(context.Background(), `SELECT (status->>'start_ts')::bigint FROM projects WHERE project_id = $1`, p1).Scan(&ts)
+		return err == nil && ts != nil && *ts == wantTS
+	})
 	c := pod.Spec.Containers[0]
 	// 64 cores are clamped to the template's max of 4; 3000 MB is kept.
 	if got := c.Resources.Limits.Cpu().String(); got != "4" {
@@ -162,7 +171,7 @@ func TestWithTheOrchestratorCore(t *testing.T) {
 	for _, v := range c.Env {
 		env[v.Name] = v.Value
 	}
-	if env["COCALC_SECRET_TOKEN"] != "/home/user/.smc/secret-token" {
+	if env["COCALC_SECRET_TOKEN"] != "/home/user/.cocalc-k8s/secret-token" {
 		t.Errorf("project env %v", env)
 	}
 
@@ -173,5 +182,28 @@ func TestWithTheOrchestratorCore(t *testing.T) {
 	eventually(t, "opened", func() bool { _, st := e.row(p1); return st["state"] == "opened" })
 	if kube.Pod(project.MustParse(p1).PodName()) != nil {
 		t.Error("pod still exists after stop")
+	}
+}
+
+// TestTimeoutsAndDefaultIdleFromTheTemplate: the chart's
+// projects.timeouts and resources.default.idleTimeoutSeconds govern
+// database-driven starts, not the controller's own defaults (5m/2m/30m);
+// explicit configuration still wins.
+func TestTimeoutsAndDefaultIdleFromTheTemplate(t *testing.T) {
+	tpl := fixture.Template()
+	tpl.Timeouts.StartSeconds, tpl.Timeouts.StopSeconds = 900, 300
+	tpl.Resources.Default.IdleTimeoutSeconds = 7200
+	cfg := withTemplate(Config{}, tpl)
+	cfg.setDefaults()
+	if cfg.StartTimeout < 900*time.Second || cfg.StopTimeout < 300*time.Second || cfg.DefaultIdleTimeout != 2*time.Hour {
+		t.Errorf("from template: start %s, stop %s, idle %s", cfg.StartTimeout, cfg.StopTimeout, cfg.DefaultIdleTimeout)
+	}
+	// A project without run_quota gets the template's idle timeout.
+	if q := quotaFor(nil, nil, nil, cfg.DefaultIdleTimeout); q.Quota.IdleTimeoutSeconds != 7200 {
+		t.Errorf("idle timeout handed to the orchestrator %d, want 7200", q.Quota.IdleTimeoutSeconds)
+	}
+	cfg = withTemplate(Config{StartTimeout: time.Minute}, tpl)
+	if cfg.StartTimeout != time.Minute {
+		t.Errorf("explicit StartTimeout overridden: %s", cfg.StartTimeout)
 	}
 }

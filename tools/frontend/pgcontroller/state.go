@@ -10,16 +10,23 @@ import (
 
 // stateWriter mirrors pod states into projects.state and projects.status.
 // It keeps only the latest status per project and retries writes while the
-// database is away, so no change is lost across a database restart.
+// database is away, so no change is lost across a database restart. Writes
+// are serialised and always take the latest status, so a slow background
+// flush never overwrites a newer state written by WriteNow.
 type stateWriter struct {
 	c       *controller
 	mu      sync.Mutex
 	pending map[string]hubcontrol.Status
-	kick    chan struct{}
+	// failed holds why a project's start failed and its pod was removed:
+	// it is reported with "opened" until the project starts again.
+	failed map[string]string
+	kick   chan struct{}
+	// wmu serialises database writes.
+	wmu sync.Mutex
 }
 
 func newStateWriter(c *controller) *stateWriter {
-	return &stateWriter{c: c, pending: map[string]hubcontrol.Status{}, kick: make(chan struct{}, 1)}
+	return &stateWriter{c: c, pending: map[string]hubcontrol.Status{}, failed: map[string]string{}, kick: make(chan struct{}, 1)}
 }
 
 // Put records a status to be written.
@@ -28,9 +35,51 @@ func (w *stateWriter) Put(s hubcontrol.Status) {
 		return
 	}
 	w.mu.Lock()
-	w.pending[s.ProjectID] = s
+	w.putLocked(s)
 	w.mu.Unlock()
 	kick(w.kick)
+}
+
+func (w *stateWriter) putLocked(s hubcontrol.Status) {
+	switch s.State {
+	case hubcontrol.Starting, hubcontrol.Running:
+		delete(w.failed, s.ProjectID) // a new start: the old failure is over
+	case hubcontrol.Opened:
+		if s.Error == "" {
+			s.Error = w.failed[s.ProjectID]
+		}
+	}
+	w.pending[s.ProjectID] = s
+}
+
+// Failed records why a start failed (its pod was removed): the project is
+// reported opened with this error until it starts again.
+func (w *stateWriter) Failed(id, reason string) {
+	w.mu.Lock()
+	w.failed[id] = reason
+	w.putLocked(hubcontrol.Status{ProjectID: id, State: hubcontrol.Opened, Error: reason})
+	w.mu.Unlock()
+	kick(w.kick)
+}
+
+// WriteNow records s and writes the project's latest status before it
+// returns, retrying until it is written or ctx ends.
+func (w *stateWriter) WriteNow(ctx context.Context, s hubcontrol.Status) error {
+	w.mu.Lock()
+	w.putLocked(s)
+	w.mu.Unlock()
+	delay := w.c.cfg.RetryInterval
+	for {
+		err := w.writePending(ctx, s.ProjectID)
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		w.c.log.Warn("cannot write project state; retrying", "project", s.ProjectID, "err", err)
+		if !sleep(ctx, delay) {
+			return ctx.Err()
+		}
+		delay = min(delay*2, 10*time.Second)
+	}
 }
 
 func (w *stateWriter) run(ctx context.Context) {
@@ -53,27 +102,42 @@ func (w *stateWriter) run(ctx context.Context) {
 // flush writes every pending status; it reports whether all succeeded.
 func (w *stateWriter) flush(ctx context.Context) bool {
 	w.mu.Lock()
-	batch := make([]hubcontrol.Status, 0, len(w.pending))
-	for _, s := range w.pending {
-		batch = append(batch, s)
+	ids := make([]string, 0, len(w.pending))
+	for id := range w.pending {
+		ids = append(ids, id)
 	}
 	w.mu.Unlock()
 	ok := true
-	for _, s := range batch {
-		if err := w.write(ctx, s); err != nil {
+	for _, id := range ids {
+		if err := w.writePending(ctx, id); err != nil {
 			if ctx.Err() == nil {
-				w.c.log.Warn("cannot write project state; will retry", "project", s.ProjectID, "err", err)
+				w.c.log.Warn("cannot write project state; will retry", "project", id, "err", err)
 			}
 			ok = false
-			continue
 		}
-		w.mu.Lock()
-		if w.pending[s.ProjectID] == s {
-			delete(w.pending, s.ProjectID)
-		}
-		w.mu.Unlock()
 	}
 	return ok
+}
+
+// writePending writes the latest pending status of one project, if any.
+func (w *stateWriter) writePending(ctx context.Context, id string) error {
+	w.wmu.Lock()
+	defer w.wmu.Unlock()
+	w.mu.Lock()
+	s, ok := w.pending[id]
+	w.mu.Unlock()
+	if !ok {
+		return nil
+	}
+	if err := w.write(ctx, s); err != nil {
+		return err
+	}
+	w.mu.Lock()
+	if w.pending[id] == s {
+		delete(w.pending, id)
+	}
+	w.mu.Unlock()
+	return nil
 }
 
 // write sets projects.state = {state, time, ip?, error?} when state, ip or
