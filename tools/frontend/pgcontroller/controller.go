@@ -66,6 +66,9 @@ type Config struct {
 	// AlwaysRunningInterval is how often always-running projects without a
 	// pod are started (15s, as the hub's own loop).
 	AlwaysRunningInterval time.Duration
+	// AlwaysRunningBackoff: an always-running project whose last start
+	// failed is not started again before this long (5m).
+	AlwaysRunningBackoff time.Duration
 	// ResyncInterval re-lists all pods into projects.state (5m).
 	ResyncInterval time.Duration
 	// StartTimeout, StopTimeout and CopyTimeout bound one operation
@@ -111,6 +114,7 @@ func (c *Config) setDefaults() {
 	def(&c.DefaultIdleTimeout, 30*time.Minute)
 	def(&c.ResyncInterval, 5*time.Minute)
 	def(&c.AlwaysRunningInterval, 15*time.Second)
+	def(&c.AlwaysRunningBackoff, 5*time.Minute)
 	def(&c.StartTimeout, 5*time.Minute)
 	def(&c.StopTimeout, 2*time.Minute)
 	def(&c.CopyTimeout, 5*time.Minute)
@@ -167,6 +171,8 @@ type controller struct {
 	running map[string]*performing
 	dirty   map[string]bool
 	queue   chan string
+	// stuckSince is when a pod was first seen starting with an error.
+	stuckSince map[string]time.Time
 
 	// Optional columns of newer hub schemas (found by checkSchema).
 	hasSecretToken, hasEnv bool
@@ -203,7 +209,7 @@ func Run(ctx context.Context, cfg Config, projects hubcontrol.Watcher) error {
 
 	c := &controller{
 		cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), pool: pool, projects: projects,
-		queued: map[string]bool{}, inflight: map[string]bool{}, dirty: map[string]bool{}, running: map[string]*performing{},
+		queued: map[string]bool{}, inflight: map[string]bool{}, dirty: map[string]bool{}, running: map[string]*performing{}, stuckSince: map[string]time.Time{},
 		queue:   make(chan string, 4096),
 		scanNow: make(chan struct{}, 1), copyNow: make(chan struct{}, 1), resyncCh: make(chan struct{}, 1),
 	}

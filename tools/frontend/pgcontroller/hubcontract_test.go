@@ -321,3 +321,51 @@ func TestAlwaysRunningProjectsAreRestarted(t *testing.T) {
 		t.Errorf("deleted project started %d times, ordinary one %d times", n, m)
 	}
 }
+
+// TestCrashLoopAfterRunningIsRemoved: a project that started and then
+// crash-loops is "starting" with an error and no request handles it; after
+// the start deadline its pod is removed and the state says why, so the
+// hub can start it again.
+func TestCrashLoopAfterRunningIsRemoved(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.addProject(p1)
+	cfg := e.config()
+	cfg.StartTimeout = 300 * time.Millisecond
+	cfg.AlwaysRunningInterval = 50 * time.Millisecond
+	e.start(cfg, e.fake)
+	e.request(p1, "start")
+	if req := e.waitFinished(p1); req["err"] != nil {
+		t.Fatalf("start: %v", req["err"])
+	}
+	e.fake.Set(hubcontrol.Status{ProjectID: p1, State: hubcontrol.Starting, Error: "CrashLoopBackOff"})
+	eventually(t, "opened with the reason", func() bool {
+		_, st := e.row(p1)
+		return st["state"] == "opened" && strings.Contains(fmt.Sprint(st["error"]), "CrashLoopBackOff")
+	})
+	if e.fake.CountCalls("stop", p1) != 1 {
+		t.Errorf("%d stops, want 1", e.fake.CountCalls("stop", p1))
+	}
+	e.request(p1, "start")
+	if req := e.waitFinished(p1); req["err"] != nil {
+		t.Fatalf("start again: %v", req["err"])
+	}
+}
+
+// TestAlwaysRunningBacksOffAfterAFailedStart: an always-running project
+// whose start fails is not started again at every check.
+func TestAlwaysRunningBacksOffAfterAFailedStart(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	e.addProject(p1)
+	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 1, "always_running": true}' WHERE project_id = $1`, p1)
+	e.fake.StartErr = func(string) error { return fmt.Errorf("ErrImagePull") }
+	cfg := e.config()
+	cfg.AlwaysRunningInterval = 50 * time.Millisecond
+	e.start(cfg, e.fake)
+	eventually(t, "a start attempted", func() bool { req, _ := e.row(p1); return req["finished"] != nil })
+	time.Sleep(500 * time.Millisecond) // ten checks
+	if n := e.fake.CountCalls("start", p1); n != 1 {
+		t.Errorf("%d starts within the back-off, want 1", n)
+	}
+}

@@ -2,6 +2,9 @@ package pgcontroller
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
+	"time"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
 )
@@ -88,6 +91,11 @@ func (c *controller) stopIdle(ctx context.Context) error {
 // stable stopped state (opened, closed, archived, or no state).
 func (c *controller) alwaysRunningLoop(ctx context.Context) {
 	every(ctx, c.cfg.AlwaysRunningInterval, nil, func() {
+		c.safely("stuck pod check", func() {
+			if err := c.removeStuck(ctx); err != nil && ctx.Err() == nil {
+				c.log.Warn("stuck pod check failed", "err", err)
+			}
+		})
 		c.safely("always-running check", func() {
 			if err := c.startAlwaysRunning(ctx); err != nil && ctx.Err() == nil {
 				c.log.Warn("always-running check failed", "err", err)
@@ -99,7 +107,7 @@ func (c *controller) alwaysRunningLoop(ctx context.Context) {
 func (c *controller) startAlwaysRunning(ctx context.Context) error {
 	const stopped = `(state IS NULL OR jsonb_typeof(state) <> 'object' OR state->>'state' IS NULL
 		OR state->>'state' IN ('opened', 'closed', 'archived'))`
-	rows, err := c.pool.Query(ctx, `SELECT project_id::text, run_quota, settings, users FROM projects
+	rows, err := c.pool.Query(ctx, `SELECT project_id::text, run_quota, settings, users, action_request FROM projects
 		WHERE deleted IS NOT TRUE AND `+stopped+`
 			AND (run_quota->>'always_running' = 'true' OR settings->>'always_running' IN ('1', 'true'))
 			AND NOT (`+pendingPredicate+`)`)
@@ -109,10 +117,13 @@ func (c *controller) startAlwaysRunning(ctx context.Context) error {
 	var ids []string
 	for rows.Next() {
 		var id string
-		var runQuota, settings, users []byte
-		if err := rows.Scan(&id, &runQuota, &settings, &users); err != nil {
+		var runQuota, settings, users, last []byte
+		if err := rows.Scan(&id, &runQuota, &settings, &users, &last); err != nil {
 			rows.Close()
 			return err
+		}
+		if c.recentlyFailedStart(last) {
+			continue // back off: a start that keeps failing is not retried every check
 		}
 		// The quota rule decides (run_quota wins when it carries limits).
 		if quotaFor(runQuota, settings, users, c.cfg.DefaultIdleTimeout).AlwaysRunning {
@@ -135,5 +146,73 @@ func (c *controller) startAlwaysRunning(ctx context.Context) error {
 			c.enqueue(id)
 		}
 	}
+	return nil
+}
+
+// recentlyFailedStart reports whether the last request was a start that
+// failed less than AlwaysRunningBackoff ago.
+func (c *controller) recentlyFailedStart(raw []byte) bool {
+	var req struct {
+		Action   string          `json:"action"`
+		Err      any             `json:"err"`
+		Finished json.RawMessage `json:"finished"`
+	}
+	if json.Unmarshal(raw, &req) != nil || req.Action != "start" || req.Err == nil {
+		return false
+	}
+	t, ok := parseJSTime(req.Finished)
+	return ok && time.Since(t) < c.cfg.AlwaysRunningBackoff
+}
+
+// removeStuck removes pods that have been starting with an error
+// (crash loop, unschedulable, image pull back-off) for longer than the start
+// deadline while no request of this controller handles them, e.g. a
+// project that ran and then began to crash. The hub's stop does nothing
+// unless the state is running, so without this nobody could stop or
+// restart it; the state says opened with the reason.
+func (c *controller) removeStuck(ctx context.Context) error {
+	list, err := c.projects.List(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	seen := map[string]bool{}
+	for _, s := range list {
+		if s.State != hubcontrol.Starting || s.Error == "" {
+			continue
+		}
+		seen[s.ProjectID] = true
+		c.mu.Lock()
+		since, ok := c.stuckSince[s.ProjectID]
+		if !ok {
+			since = now
+			c.stuckSince[s.ProjectID] = now
+		}
+		busy := c.inflight[s.ProjectID]
+		c.mu.Unlock()
+		if busy || now.Sub(since) < c.cfg.StartTimeout {
+			continue
+		}
+		sctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
+		err := c.projects.Stop(sctx, s.ProjectID)
+		cancel()
+		if err != nil {
+			c.log.Warn("cannot remove a stuck pod", "project", s.ProjectID, "err", err)
+			continue
+		}
+		reason := fmt.Sprintf("not running for %s (%s); the project's pod was removed", c.cfg.StartTimeout, s.Error)
+		c.log.Warn("removed a stuck pod", "project", s.ProjectID, "reason", s.Error)
+		c.states.Failed(s.ProjectID, reason)
+		c.mu.Lock()
+		delete(c.stuckSince, s.ProjectID)
+		c.mu.Unlock()
+	}
+	c.mu.Lock()
+	for id := range c.stuckSince {
+		if !seen[id] {
+			delete(c.stuckSince, id)
+		}
+	}
+	c.mu.Unlock()
 	return nil
 }
