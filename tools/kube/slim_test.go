@@ -77,7 +77,7 @@ func TestSlimPodKeepsWhatTheOrchestratorReads(t *testing.T) {
 				t.Fatal(err)
 			}
 			slim := obj.(*corev1.Pod)
-			if got, want := state.FromPod(slim), state.FromPod(full); got != want {
+			if got, want := state.FromPod(slim), state.FromPod(full); !reflect.DeepEqual(got, want) {
 				t.Errorf("state of the cached pod %+v, of the full pod %+v", got, want)
 			}
 			gotReq, err1 := podspec.RecordedRequest(slim)
