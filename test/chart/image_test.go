@@ -2,6 +2,7 @@ package chart
 
 import (
 	"context"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate/reftable"
 	"os"
 	"path/filepath"
 	"strings"
@@ -15,24 +16,12 @@ import (
 	"sigs.k8s.io/yaml"
 )
 
-// imageRow is one row of tools/core/podtemplate/testdata/image-references.yaml,
-// the table podtemplate's TestImageReferenceTable reads too.
-type imageRow struct {
-	Name       string `json:"name"`
-	Repository string `json:"repository"`
-	Tag        string `json:"tag"`
-	Digest     string `json:"digest"`
-	Want       string `json:"want"`
-	Refused    string `json:"refused"`
-}
-
-func loadImageRows(t *testing.T) []imageRow {
+func loadImageRows(t *testing.T) []reftable.Row {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join(repoRoot, "tools", "core", "podtemplate", "testdata", "image-references.yaml"))
-	require.NoError(t, err)
-	var rows []imageRow
-	require.NoError(t, yaml.UnmarshalStrict(data, &rows))
-	require.GreaterOrEqual(t, len(rows), 5, "rows in the image reference table")
+	rows, err := reftable.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
 	return rows
 }
 

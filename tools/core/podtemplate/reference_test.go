@@ -1,39 +1,20 @@
 package podtemplate_test
 
 import (
-	"os"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate/reftable"
 	"strings"
 	"testing"
 
 	"github.com/distribution/reference"
-	"sigs.k8s.io/yaml"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/fixture"
 )
 
-// imageRow is one row of testdata/image-references.yaml, the table the chart
-// render suite (test/chart TestImageReferences) reads too.
-type imageRow struct {
-	Name       string `json:"name"`
-	Repository string `json:"repository"`
-	Tag        string `json:"tag"`
-	Digest     string `json:"digest"`
-	Want       string `json:"want"`
-	Refused    string `json:"refused"`
-}
-
-func loadImageRows(t *testing.T) []imageRow {
+func loadImageRows(t *testing.T) []reftable.Row {
 	t.Helper()
-	data, err := os.ReadFile("testdata/image-references.yaml")
+	rows, err := reftable.Load()
 	if err != nil {
 		t.Fatal(err)
-	}
-	var rows []imageRow
-	if err := yaml.UnmarshalStrict(data, &rows); err != nil {
-		t.Fatal(err)
-	}
-	if len(rows) < 5 {
-		t.Fatalf("only %d rows in the image reference table", len(rows))
 	}
 	return rows
 }
