@@ -1,9 +1,19 @@
 package smccompute
 
 import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
 	"fmt"
+	"log/slog"
+	"maps"
+	"slices"
 	"strconv"
 	"strings"
+
+	"k8s.io/apimachinery/pkg/util/validation"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podspec"
 )
 
 // The command line follows the original's argparse definition: global flags
@@ -59,8 +69,11 @@ var actions = map[string]actionSpec{
 		"target_hostname": optString, "target_project_id": optString, "path": optString,
 		"target_path": optString, "overwrite_newer": optBool, "delete_missing": optBool,
 		"exclude_history": optBool, "backup": optBool,
-		// Passed by the 2020 compute client but missing from the original's
-		// parser (which then failed); accepted and ignored here.
+		// bwlimit is passed by the 2020 compute client when a copy sets one,
+		// but was missing from the original's parser (which then failed);
+		// timeout is never passed (the client's copy timeout bounds its own
+		// wait), but the original's copy_path took it. Both are accepted and
+		// ignored.
 		"bwlimit": optString, "timeout": optInt,
 	}},
 }
@@ -193,4 +206,74 @@ func parse(args []string) (invocation, error) {
 	}
 	in.projectIDs = positional
 	return in, nil
+}
+
+// decodeExtraEnv decodes --extra_env, which the 2020 compute client builds
+// as base64 of JSON.stringify(projects.env) (get_project_extra_env; a NULL
+// column becomes {}). The 2020 settings UI saves what the user typed, parsed
+// leniently, so a value may be a number or a boolean (stringified here, as
+// the UI displays them), an empty string (the UI's "delete this variable"),
+// null, or an object. The original's project skipped everything but
+// non-empty strings and still started; here skipped entries, names that are
+// not valid environment variable names, and an undecodable value are logged
+// and never fail the start.
+func decodeExtraEnv(s string, log *slog.Logger) map[string]string {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return nil
+	}
+	raw, err := base64.StdEncoding.DecodeString(s)
+	if err != nil {
+		log.Warn("--extra_env is not base64; starting without the project's extra environment", "err", err)
+		return nil
+	}
+	var env map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &env); err != nil {
+		log.Warn("--extra_env is not a JSON object; starting without the project's extra environment", "err", err)
+		return nil
+	}
+	out := map[string]string{}
+	for _, k := range slices.Sorted(maps.Keys(env)) {
+		v, ok := envValue(env[k])
+		switch {
+		case !ok:
+			log.Warn("--extra_env: skipping a variable whose value is not a string, number or boolean", "name", k, "value", string(env[k]))
+		case v == "":
+			log.Info("--extra_env: skipping an empty variable (deleted in the project settings)", "name", k)
+		case k == podspec.EnvProjectID:
+			log.Warn("--extra_env: skipping a variable the orchestrator sets", "name", k)
+		case len(validation.IsEnvVarName(k)) > 0:
+			log.Warn("--extra_env: skipping an invalid variable name", "name", k, "why", strings.Join(validation.IsEnvVarName(k), "; "))
+		default:
+			out[k] = v
+		}
+	}
+	if len(out) == 0 {
+		return nil
+	}
+	return out
+}
+
+// envValue renders a JSON value of projects.env as the variable's value:
+// strings as they are, numbers in their JSON spelling (what the 2020 UI
+// showed for them), booleans as true/false. null, objects and arrays have no
+// value (ok false); null is reported as empty, like a deleted variable.
+func envValue(raw json.RawMessage) (string, bool) {
+	var v any
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.UseNumber()
+	if err := d.Decode(&v); err != nil {
+		return "", false
+	}
+	switch v := v.(type) {
+	case nil:
+		return "", true
+	case string:
+		return v, true
+	case json.Number:
+		return v.String(), true
+	case bool:
+		return strconv.FormatBool(v), true
+	}
+	return "", false
 }

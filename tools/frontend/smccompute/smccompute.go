@@ -22,8 +22,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"path/filepath"
-	"strings"
 	"time"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
@@ -244,10 +244,7 @@ func (r *runner) fullStatus(ctx context.Context, id string) (any, error) {
 
 func (r *runner) start(ctx context.Context, id string) error {
 	in := r.in
-	extra, err := decodeExtraEnv(in.str("extra_env", ""))
-	if err != nil {
-		return err
-	}
+	extra := decodeExtraEnv(in.str("extra_env", ""), slog.Default())
 	q := podtemplate.Quota{
 		Cores:     in.float("cores", 0),
 		MemoryMiB: in.int("memory", 0),
@@ -302,20 +299,4 @@ func (r *runner) waitFor(ctx context.Context, p hubcontrol.Projects, id string, 
 		}
 		delay = min(5*time.Second, time.Duration(float64(delay)*1.3))
 	}
-}
-
-// decodeExtraEnv decodes --extra_env: base64 of a JSON object of strings.
-func decodeExtraEnv(s string) (map[string]string, error) {
-	if s == "" {
-		return nil, nil
-	}
-	raw, err := base64.StdEncoding.DecodeString(strings.TrimSpace(s))
-	if err != nil {
-		return nil, fmt.Errorf("--extra_env is not base64: %w", err)
-	}
-	var env map[string]string
-	if err := json.Unmarshal(raw, &env); err != nil {
-		return nil, fmt.Errorf("--extra_env is not a JSON object of strings: %w", err)
-	}
-	return env, nil
 }

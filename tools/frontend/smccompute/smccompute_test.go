@@ -10,6 +10,7 @@ import (
 	"flag"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
@@ -108,6 +109,9 @@ func run(t *testing.T, cfg Config, args ...string) (stdout, stderr string, code 
 	return out.String(), errb.String(), code
 }
 
+// hubEnv is a projects.env value as the 2020 UI stores it.
+var hubEnv = base64.StdEncoding.EncodeToString([]byte(`{"JULIA_NUM_THREADS":4,"RATIO":0.5,"DEBUG":true,"GREETING":"hi there","OLD":"","GONE":null}`))
+
 func extraEnv(m map[string]string) string {
 	b, _ := json.Marshal(m)
 	return base64.StdEncoding.EncodeToString(b)
@@ -130,7 +134,11 @@ func TestGolden(t *testing.T) {
 		{name: "state_many", args: []string{"--kubernetes", "state", running, stopped}},
 		{name: "state_many_one_bad", args: []string{"--kubernetes", "state", running, "nope", stopped}, code: 1, stderr: "invalid uuid (='nope')"},
 		{name: "start", args: []string{"--kubernetes", "start", "--base_url", "/cocalc", "--extra_env", extraEnv(map[string]string{"A": "1"}), "--cores", "2", "--memory", "2000", "--cpu_shares", "256", "--network", "1", stopped}},
-		{name: "start_bad_extra_env", args: []string{"--kubernetes", "start", "--extra_env", "%%%", stopped}, code: 1, stderr: "--extra_env is not base64"},
+		// projects.env as the 2020 settings UI saves it (jsonic-parsed, so
+		// numbers and booleans stay JSON; "" is its "delete"), base64 of
+		// JSON.stringify as the compute client passes it.
+		{name: "start_hub_env", args: []string{"--kubernetes", "start", "--base_url", "", "--extra_env", hubEnv, stopped}},
+		{name: "start_bad_extra_env", args: []string{"--kubernetes", "start", "--extra_env", "%%%", stopped}},
 		{name: "stop", args: []string{"--kubernetes", "stop", running}},
 		{name: "restart", args: []string{"--kubernetes", "restart", "--memory", "1500", running}},
 		{name: "save", args: []string{"--kubernetes", "save", running}},
@@ -187,6 +195,17 @@ func TestGolden(t *testing.T) {
 	}
 }
 
+// lastStart is the last start call of id, or nil.
+func lastStart(fake *hubcontroltest.Fake, id string) *hubcontroltest.Call {
+	calls := fake.Calls("start")
+	for i := len(calls) - 1; i >= 0; i-- {
+		if calls[i].ProjectID == id {
+			return &calls[i]
+		}
+	}
+	return nil
+}
+
 // checkEffects asserts what a command must have done besides its output.
 func checkEffects(t *testing.T, name, stdout string, fake *hubcontroltest.Fake, homes string) {
 	t.Helper()
@@ -202,8 +221,17 @@ func checkEffects(t *testing.T, name, stdout string, fake *hubcontroltest.Fake, 
 			t.Errorf("project not running after start: %v", st.State)
 		}
 	case "start_bad_extra_env":
-		if n := fake.CountCalls("start", stopped); n != 0 {
-			t.Errorf("bad input must not start the project (%d starts)", n)
+		// The original's project ignored an undecodable COCALC_EXTRA_ENV.
+		if last := lastStart(fake, stopped); last == nil || len(last.Options.ExtraEnv) != 0 {
+			t.Errorf("an undecodable --extra_env must start the project without extra env: %+v", fake.Calls("start"))
+		}
+	case "start_hub_env":
+		want := map[string]string{"JULIA_NUM_THREADS": "4", "RATIO": "0.5", "DEBUG": "true", "GREETING": "hi there"}
+		if last := lastStart(fake, stopped); last == nil || !maps.Equal(last.Options.ExtraEnv, want) {
+			t.Errorf("start calls %+v, want one with ExtraEnv %v", fake.Calls("start"), want)
+		}
+		if st, _ := fake.Status(context.Background(), stopped); st.State != hubcontrol.Running {
+			t.Errorf("project not running after start: %v", st.State)
 		}
 	case "stop":
 		if st, _ := fake.Status(context.Background(), running); st.State != hubcontrol.Opened {
