@@ -18,6 +18,8 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 )
 
 // DefaultUID is the uid/gid of the user in CoCalc project images; every file
@@ -42,34 +44,23 @@ func (s Store) ProjectPath(projectID string) string {
 	return filepath.Join(s.Dir, projectID)
 }
 
-// CheckProjectID reports an error unless id is a canonical, lower-case,
-// version 4 UUID. The message is the original's.
+// CheckProjectID reports an error unless id is a project ID by the one rule
+// every front-end applies (project.Parse: a canonical lowercase UUID, any
+// version, not the nil UUID). The message is the original's; the error wraps
+// project.ErrInvalidID.
 func CheckProjectID(id string) error {
-	if !isUUIDv4(id) {
-		return fmt.Errorf("invalid uuid (='%s')", id)
+	if _, err := project.Parse(id); err != nil {
+		return invalidIDError{id: id}
 	}
 	return nil
 }
 
-func isUUIDv4(id string) bool {
-	if len(id) != 36 {
-		return false
-	}
-	for i := 0; i < len(id); i++ {
-		c := id[i]
-		switch i {
-		case 8, 13, 18, 23:
-			if c != '-' {
-				return false
-			}
-		default:
-			if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
-				return false
-			}
-		}
-	}
-	return id[14] == '4'
-}
+// invalidIDError keeps the original's message ("invalid uuid (='...')")
+// while matching errors.Is(err, project.ErrInvalidID).
+type invalidIDError struct{ id string }
+
+func (e invalidIDError) Error() string { return fmt.Sprintf("invalid uuid (='%s')", e.id) }
+func (e invalidIDError) Unwrap() error { return project.ErrInvalidID }
 
 // PathError is an operation refused because of the path it names (outside
 // the project, missing, too large). Its message is the one the original

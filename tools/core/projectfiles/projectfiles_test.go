@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 )
 
 const (
@@ -67,7 +69,8 @@ func TestCheckProjectID(t *testing.T) {
 		ok bool
 	}{
 		{projA, true},
-		{"11111111-1111-1111-8111-111111111111", false}, // version 1
+		{"11111111-1111-1111-8111-111111111111", true}, // version 1: project.Parse's rule, as every front-end
+		{"00000000-0000-0000-0000-000000000000", false}, // the nil UUID is no project
 		{"11111111-1111-4111-8111-11111111111", false},
 		{"11111111111141118111111111111111xxxx", false},
 		{"AAAAAAAA-1111-4111-8111-111111111111", false}, // upper case names another directory
@@ -80,6 +83,9 @@ func TestCheckProjectID(t *testing.T) {
 		}
 		if err != nil && err.Error() != "invalid uuid (='"+tc.id+"')" {
 			t.Errorf("message %q", err)
+		}
+		if err != nil && !errors.Is(err, project.ErrInvalidID) {
+			t.Errorf("CheckProjectID(%q) = %v, does not wrap project.ErrInvalidID", tc.id, err)
 		}
 	}
 }

@@ -38,6 +38,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
 )
@@ -450,7 +451,8 @@ func (c *controller) pendingProjects(ctx context.Context) ([]string, error) {
 // enqueue schedules a project's request; a project already being handled is
 // looked at again when its current handling ends.
 func (c *controller) enqueue(id string) {
-	if projectfiles.CheckProjectID(id) != nil {
+	if _, err := project.Parse(id); err != nil {
+		c.log.Warn("ignoring an action request for an invalid project ID", "project", truncate(id, 64), "err", err)
 		return
 	}
 	c.mu.Lock()
