@@ -69,7 +69,7 @@ func TestCheckProjectID(t *testing.T) {
 		ok bool
 	}{
 		{projA, true},
-		{"11111111-1111-1111-8111-111111111111", true}, // version 1: project.Parse's rule, as every front-end
+		{"11111111-1111-1111-8111-111111111111", true},  // version 1: project.Parse's rule, as every front-end
 		{"00000000-0000-0000-0000-000000000000", false}, // the nil UUID is no project
 		{"11111111-1111-4111-8111-11111111111", false},
 		{"11111111111141118111111111111111xxxx", false},
