@@ -58,12 +58,29 @@ type ErrorResponse struct {
 }
 
 // NewAPI returns the handler of the API listener: the /v1 routes and the
-// health routes.
+// health routes. Routing is ServeMux's method-and-path patterns; the
+// method-less patterns behind each route answer other methods with a JSON
+// 405 (ServeMux's own is plain text).
 func NewAPI(o Orchestrator, metrics http.Handler, log *slog.Logger) http.Handler {
 	a := &api{o: o, log: log}
 	mux := http.NewServeMux()
-	mux.HandleFunc("/v1/projects", a.list)
-	mux.HandleFunc("/v1/projects/", a.project)
+	mux.HandleFunc("GET /v1/projects", a.list)
+	mux.HandleFunc("GET /v1/projects/{id}", a.status)
+	mux.HandleFunc("POST /v1/projects/{id}/start", a.start)
+	mux.HandleFunc("POST /v1/projects/{id}/restart", a.restart)
+	mux.HandleFunc("POST /v1/projects/{id}/stop", a.stop)
+	mux.HandleFunc("POST /v1/projects/{id}/touch", a.touch)
+	mux.HandleFunc("/v1/projects", methodNotAllowed(http.MethodGet))
+	mux.HandleFunc("/v1/projects/{id}", methodNotAllowed(http.MethodGet))
+	for _, action := range []string{"start", "restart", "stop", "touch"} {
+		mux.HandleFunc("/v1/projects/{id}/"+action, methodNotAllowed(http.MethodPost))
+	}
+	mux.HandleFunc("/v1/projects/{$}", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusBadRequest, project.ErrInvalidID.Error()+": empty", nil)
+	})
+	mux.HandleFunc("/v1/projects/{id}/{action}", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q (start, stop, restart, touch)", r.PathValue("action")), nil)
+	})
 	addHealth(mux, o.Ready, metrics)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no route "+r.URL.Path, nil)
@@ -83,22 +100,19 @@ func NewHealth(ready func() bool, metrics http.Handler) http.Handler {
 }
 
 func addHealth(mux *http.ServeMux, ready func() bool, metrics http.Handler) {
-	mux.HandleFunc("/healthz", func(w http.ResponseWriter, r *http.Request) {
-		if !allow(w, r, http.MethodGet, http.MethodHead) {
-			return
-		}
+	// GET patterns also match HEAD.
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 	})
-	mux.HandleFunc("/readyz", func(w http.ResponseWriter, r *http.Request) {
-		if !allow(w, r, http.MethodGet, http.MethodHead) {
-			return
-		}
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
 		if !ready() {
 			writeError(w, http.StatusServiceUnavailable, "pod cache not synced yet", nil)
 			return
 		}
 		writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
 	})
+	mux.HandleFunc("/healthz", methodNotAllowed(http.MethodGet, http.MethodHead))
+	mux.HandleFunc("/readyz", methodNotAllowed(http.MethodGet, http.MethodHead))
 	if metrics != nil {
 		mux.Handle("/metrics", metrics)
 	}
@@ -110,69 +124,82 @@ type api struct {
 }
 
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
-	if !allow(w, r, http.MethodGet) {
-		return
-	}
 	writeJSON(w, http.StatusOK, ListResponse{Projects: a.o.List()})
 }
 
-func (a *api) project(w http.ResponseWriter, r *http.Request) {
-	rest := strings.TrimPrefix(r.URL.Path, "/v1/projects/")
-	rawID, action, hasAction := strings.Cut(rest, "/")
-	id, err := project.Parse(rawID)
+// projectID parses the {id} path segment; on error it has answered 400.
+func projectID(w http.ResponseWriter, r *http.Request) (project.ID, bool) {
+	id, err := project.Parse(r.PathValue("id"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, err.Error(), nil)
-		return
+		return "", false
 	}
-	if !hasAction {
-		if allow(w, r, http.MethodGet) {
-			st := a.o.Status(id)
-			writeJSON(w, http.StatusOK, st)
+	return id, true
+}
+
+func (a *api) status(w http.ResponseWriter, r *http.Request) {
+	if id, ok := projectID(w, r); ok {
+		writeJSON(w, http.StatusOK, a.o.Status(id))
+	}
+}
+
+func (a *api) start(w http.ResponseWriter, r *http.Request) {
+	a.withRequest(w, r, "start", a.o.Start)
+}
+
+func (a *api) restart(w http.ResponseWriter, r *http.Request) {
+	a.withRequest(w, r, "restart", a.o.Restart)
+}
+
+func (a *api) stop(w http.ResponseWriter, r *http.Request) {
+	a.noBody(w, r, "stop", a.o.Stop)
+}
+
+func (a *api) touch(w http.ResponseWriter, r *http.Request) {
+	a.noBody(w, r, "touch", func(_ context.Context, id project.ID) (orchestrator.ProjectStatus, error) {
+		if err := a.o.Touch(id); err != nil {
+			return orchestrator.ProjectStatus{}, err
 		}
+		return a.o.Status(id), nil
+	})
+}
+
+// withRequest runs an operation that takes a start request body.
+func (a *api) withRequest(w http.ResponseWriter, r *http.Request, action string, op func(context.Context, project.ID, orchestrator.StartRequest) (orchestrator.ProjectStatus, error)) {
+	id, ok := projectID(w, r)
+	if !ok {
 		return
 	}
-	switch action {
-	case "start", "restart", "stop", "touch":
-	default:
-		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q (start, stop, restart, touch)", action), nil)
-		return
-	}
-	if !allow(w, r, http.MethodPost) {
-		return
-	}
-	var (
-		st     orchestrator.ProjectStatus
-		opErr  error
-		hasReq = action == "start" || action == "restart"
-	)
 	var req orchestrator.StartRequest
-	if hasReq {
-		if code, err := decodeBody(w, r, &req); err != nil {
-			writeError(w, code, err.Error(), nil)
-			return
-		}
-	} else if code, err := decodeBody(w, r, &struct{}{}); err != nil {
+	if code, err := decodeBody(w, r, &req); err != nil {
 		writeError(w, code, err.Error(), nil)
 		return
 	}
-	switch action {
-	case "start":
-		st, opErr = a.o.Start(r.Context(), id, req)
-	case "restart":
-		st, opErr = a.o.Restart(r.Context(), id, req)
-	case "stop":
-		st, opErr = a.o.Stop(r.Context(), id)
-	case "touch":
-		if opErr = a.o.Touch(id); opErr == nil {
-			st = a.o.Status(id)
-		}
+	st, err := op(r.Context(), id, req)
+	a.answer(w, action, id, st, err)
+}
+
+// noBody runs an operation whose body must be empty (or {}).
+func (a *api) noBody(w http.ResponseWriter, r *http.Request, action string, op func(context.Context, project.ID) (orchestrator.ProjectStatus, error)) {
+	id, ok := projectID(w, r)
+	if !ok {
+		return
 	}
-	if opErr != nil {
-		code := StatusCode(opErr)
+	if code, err := decodeBody(w, r, &struct{}{}); err != nil {
+		writeError(w, code, err.Error(), nil)
+		return
+	}
+	st, err := op(r.Context(), id)
+	a.answer(w, action, id, st, err)
+}
+
+func (a *api) answer(w http.ResponseWriter, action string, id project.ID, st orchestrator.ProjectStatus, err error) {
+	if err != nil {
+		code := StatusCode(err)
 		if code >= 500 {
-			a.log.Warn("project operation failed", "action", action, "project", id, "code", code, "err", opErr)
+			a.log.Warn("project operation failed", "action", action, "project", id, "code", code, "err", err)
 		}
-		writeError(w, code, opErr.Error(), &st)
+		writeError(w, code, err.Error(), &st)
 		return
 	}
 	writeJSON(w, http.StatusOK, st)
@@ -225,15 +252,12 @@ func decodeBody(w http.ResponseWriter, r *http.Request, v any) (int, error) {
 	return 0, nil
 }
 
-func allow(w http.ResponseWriter, r *http.Request, methods ...string) bool {
-	for _, m := range methods {
-		if r.Method == m {
-			return true
-		}
+// methodNotAllowed answers a known path called with another method.
+func methodNotAllowed(methods ...string) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Allow", strings.Join(methods, ", "))
+		writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(methods, ", ")), nil)
 	}
-	w.Header().Set("Allow", strings.Join(methods, ", "))
-	writeError(w, http.StatusMethodNotAllowed, fmt.Sprintf("method %s not allowed on %s (allowed: %s)", r.Method, r.URL.Path, strings.Join(methods, ", ")), nil)
-	return false
 }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
