@@ -8,18 +8,9 @@ import (
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/test/apicalls"
 )
-
-// The orchestrator's rights, exactly: nothing more may slip in unnoticed.
-var wantProjectRules = []rbacv1.PolicyRule{
-	{APIGroups: []string{""}, Resources: []string{"pods"}, Verbs: []string{"create", "delete", "get", "list", "watch"}},
-	{APIGroups: []string{""}, Resources: []string{"pods/log"}, Verbs: []string{"get"}},
-	{APIGroups: []string{""}, Resources: []string{"events"}, Verbs: []string{"get", "list", "watch", "create", "patch"}},
-}
-
-func nfsServiceRule(name string) rbacv1.PolicyRule {
-	return rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"services"}, ResourceNames: []string{name}, Verbs: []string{"get"}}
-}
 
 func TestRBACIsLeastPrivilege(t *testing.T) {
 	for _, c := range renderCases(t) {
@@ -40,12 +31,17 @@ func TestRBACIsLeastPrivilege(t *testing.T) {
 			bindings := all[*rbacv1.RoleBinding](m)
 			role := one[*rbacv1.Role](t, m, releaseName+"-orchestrator")
 			assert.Equal(t, tpl.Namespace, role.Namespace, "the Role lives where project pods live")
-			want := wantProjectRules
+			// Exactly the calls the orchestrator was seen making on the api
+			// tier (test/apicalls): nothing more may slip in unnoticed.
+			record, err := apicalls.Load()
+			require.NoError(t, err)
+			nfsService := ""
 			if nfsServer {
 				require.False(t, separate, "nfsServer mode keeps projects in the release namespace")
-				want = append(append([]rbacv1.PolicyRule{}, wantProjectRules...), nfsServiceRule(tpl.Storage.NFS.ServiceName))
+				nfsService = tpl.Storage.NFS.ServiceName
 			}
-			assert.Equal(t, want, role.Rules)
+			assert.Equal(t, record[apicalls.Layout(nfsServer)], apicalls.Strings(apicalls.RoleGrants(role.Rules, nfsService)),
+				"the Role (right) must grant exactly the recorded calls (left, %s)", apicalls.File())
 			require.Len(t, roles, 1)
 			require.Len(t, bindings, len(roles))
 			for _, b := range bindings {

@@ -225,6 +225,9 @@ func (t *apiTier) start(ctx context.Context, bin string, nodes int) (*Cluster, e
 	if err := os.WriteFile(t.path("stages.yaml"), kwokStages, 0o600); err != nil {
 		return nil, fmt.Errorf("write kwok stages: %w", err)
 	}
+	if err := os.WriteFile(t.path(auditPolicyFile), auditPolicy, 0o600); err != nil {
+		return nil, fmt.Errorf("write audit policy: %w", err)
+	}
 
 	etcdURL := "http://127.0.0.1:" + strconv.Itoa(etcdPort)
 	peerURL := "http://127.0.0.1:" + strconv.Itoa(peerPort)
@@ -284,6 +287,13 @@ func (t *apiTier) start(ctx context.Context, bin string, nodes int) (*Cluster, e
 		// instead of the request timeout (60 s): without it every stop
 		// and RestartAPIServer waited out the SIGKILL grace period.
 		"--shutdown-send-retry-after=true",
+		// What service accounts do, one JSON line per request (see
+		// Cluster.AuditEvents): the RBAC tests derive the Role from it.
+		"--audit-policy-file=" + t.path(auditPolicyFile),
+		"--audit-log-path=" + t.path(AuditLogFile),
+		"--audit-log-format=json",
+		"--audit-log-mode=blocking",
+		"--audit-log-maxsize=512",
 	}
 	if _, err := t.launch(apiServerName, bin, t.apiArgs...); err != nil {
 		return nil, err

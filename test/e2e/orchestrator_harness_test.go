@@ -103,15 +103,16 @@ func freeLoopbackAddr(t *testing.T) string {
 // startOrchestrator runs `cocalc-k8s serve` on loopback and waits for
 // /readyz (pod cache synced). Its log goes to a file that is printed when
 // the test fails; it is killed when the test ends.
-func startOrchestrator(t *testing.T, kubeconfig, template string) *orchProcess {
+func startOrchestrator(t *testing.T, kubeconfig, template string, extraArgs ...string) *orchProcess {
 	t.Helper()
 	api, health := freeLoopbackAddr(t), freeLoopbackAddr(t)
 	logFile, err := os.CreateTemp(t.TempDir(), "orchestrator-*.log")
 	require.NoError(t, err)
-	cmd := exec.Command(orchestratorBinary(t), "serve",
+	args := append([]string{"serve",
 		"--kubeconfig", kubeconfig, "--template", template,
 		"--listen", api, "--health-listen", health,
-		"--log-format", "json", "--shutdown-timeout", "5s", "--idle-check-interval", "2s")
+		"--log-format", "json", "--shutdown-timeout", "5s", "--idle-check-interval", "2s"}, extraArgs...)
+	cmd := exec.Command(orchestratorBinary(t), args...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	require.NoError(t, cmd.Start(), "start orchestrator")
 	o := &orchProcess{cmd: cmd, log: logFile.Name(), health: "http://" + health,

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/require"
@@ -10,6 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
+	"gitlab.com/resurgo/cocalc-kubernetes/test/apicalls"
 	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
 )
 
@@ -47,21 +49,25 @@ func TestServiceAccountCanDoExactlyWhatTheOrchestratorNeeds(t *testing.T) {
 	require.NoError(t, err)
 	other := newNamespace(t, c, "rbac-other", nil)
 
-	allowed := []access{
-		{verb: "create", resource: "pods"},
-		{verb: "delete", resource: "pods"},
-		{verb: "get", resource: "pods"},
-		{verb: "list", resource: "pods"},
-		{verb: "watch", resource: "pods"},
-		{verb: "get", resource: "pods", subresource: "log"},
-		{verb: "create", resource: "events"},
-		{verb: "patch", resource: "events"},
-		{verb: "list", resource: "events"},
-		{verb: "watch", resource: "events"},
-		// The NFS server's ClusterIP, which project pods mount by IP.
-		{verb: "get", resource: "services", name: releaseName + "-nfs"},
+	// Exactly what the orchestrator was seen doing (test/apicalls, from
+	// the audit log), in this layout (storage.mode nfsServer).
+	record, err := apicalls.Load()
+	require.NoError(t, err)
+	var allowed []access
+	for _, call := range record[apicalls.LayoutNFSServer] {
+		g, err := apicalls.Parse(call)
+		require.NoError(t, err)
+		res, sub, _ := strings.Cut(g.Resource, "/")
+		name := g.Name
+		if name == apicalls.NFSService {
+			name = releaseName + "-nfs"
+		}
+		allowed = append(allowed, access{verb: g.Verb, group: g.Group, resource: res, subresource: sub, name: name})
 	}
 	denied := []access{
+		// Not used by the code, so not granted.
+		{verb: "get", resource: "pods", subresource: "log"},
+		{verb: "list", resource: "events"},
 		{verb: "get", resource: "secrets", name: "anything"},
 		{verb: "list", resource: "secrets"},
 		{verb: "watch", resource: "secrets"},
