@@ -89,6 +89,8 @@ func TestUsageErrors(t *testing.T) {
 		{"serve", "--log-format", "xml"},
 		{"serve", "--template", "/nonexistent/template.yaml"},
 		{"serve", "--idle-stop", "sometimes"},
+		{"serve", "--hub-protocol", "kucalc"},
+		{"serve", "--hub-protocol", "database"},
 		{"check"},
 		{"check", "--tcp", "no-port"},
 		{"version", "extra"},
@@ -99,22 +101,45 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// TestIdleStopNeedsAnActivitySource: by default the idle sweep runs only
-// with the database front-end, the one that reports the hub's activity.
+// TestIdleStopNeedsAnActivitySource: by default projects are stopped for
+// idleness exactly where the hub's database is an activity source, and by
+// the loop that reads it.
 func TestIdleStopNeedsAnActivitySource(t *testing.T) {
 	for _, tc := range []struct {
-		mode     string
-		postgres bool
-		off      bool
+		protocol, mode string
+		postgres       bool
+		want           idlePolicy
 	}{
-		{"auto", false, true},
-		{"auto", true, false},
-		{"on", false, false},
-		{"off", true, true},
+		{ProtocolSMCCompute, "auto", false, idlePolicy{}},
+		{ProtocolSMCCompute, "auto", true, idlePolicy{hubSweep: true}},
+		{ProtocolSMCCompute, "on", true, idlePolicy{hubSweep: true}},
+		{ProtocolSMCCompute, "on", false, idlePolicy{orchestratorSweep: true}},
+		{ProtocolSMCCompute, "off", true, idlePolicy{}},
+		{ProtocolDatabase, "auto", true, idlePolicy{orchestratorSweep: true}},
+		{ProtocolDatabase, "on", true, idlePolicy{orchestratorSweep: true}},
+		{ProtocolDatabase, "off", true, idlePolicy{}},
 	} {
-		off, err := resolveIdleStop(tc.mode, tc.postgres)
-		if err != nil || off != tc.off {
-			t.Errorf("--idle-stop=%s with postgres=%v: off=%v %v, want off=%v", tc.mode, tc.postgres, off, err, tc.off)
+		got, err := resolveIdlePolicy(tc.protocol, tc.mode, tc.postgres)
+		if err != nil {
+			t.Errorf("%s --idle-stop=%s postgres=%v: %v", tc.protocol, tc.mode, tc.postgres, err)
+			continue
+		}
+		stops := got.orchestratorSweep || got.hubSweep
+		if got.orchestratorSweep != tc.want.orchestratorSweep || got.hubSweep != tc.want.hubSweep || stops == (got.off != "") {
+			t.Errorf("%s --idle-stop=%s postgres=%v: %+v, want %+v (and a log line exactly when nothing stops)", tc.protocol, tc.mode, tc.postgres, got, tc.want)
+		}
+	}
+	// The line a default smc-compute install logs says what and why.
+	got, _ := resolveIdlePolicy(ProtocolSMCCompute, "auto", false)
+	for _, want := range []string{"not stopped by age", "no activity source", "--postgres"} {
+		if !strings.Contains(got.off, want) {
+			t.Errorf("startup line %q lacks %q", got.off, want)
+		}
+	}
+	for _, bad := range [][3]string{{"kucalc", "auto", "--hub-protocol"}, {ProtocolDatabase, "auto", "--postgres"}, {ProtocolSMCCompute, "sometimes", "--idle-stop"}} {
+		_, err := resolveIdlePolicy(bad[0], bad[1], false)
+		if err == nil || !strings.Contains(err.Error(), bad[2]) {
+			t.Errorf("%v: error %v, want a usage error naming %s", bad, err, bad[2])
 		}
 	}
 }

@@ -20,6 +20,7 @@ import (
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/httpapi"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hub2020"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/pgcontroller"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/kube"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/metrics"
@@ -36,11 +37,24 @@ type serveOptions struct {
 	idleCheckInterval time.Duration
 	idleStop          string
 	shutdownTimeout   time.Duration
-	// postgres, when set, also runs the hub-database front-end (current
-	// CoCalc's kucalc protocol); projectEnv is handed to its projects.
+	// hubProtocol is how the hub drives projects: smc-compute (the 2020
+	// image runs the smc-compute program, which calls the API) or database
+	// (current CoCalc: the PostgreSQL controller serves the hub's
+	// projects table).
+	hubProtocol string
+	// postgres is the hub's database: required with the database protocol;
+	// with smc-compute, optional, the 2020 hub's database that activity and
+	// per-project idle timeouts are read from. projectEnv is handed to the
+	// database protocol's projects.
 	postgres   string
 	projectEnv map[string]string
 }
+
+// Hub protocols (--hub-protocol).
+const (
+	ProtocolSMCCompute = "smc-compute"
+	ProtocolDatabase   = "database"
+)
 
 // Test hooks: a fake clientset instead of a real one, and the bound
 // addresses of listeners opened on port 0.
@@ -74,9 +88,16 @@ label-filtered informer, and serves:
   --health-listen  only /healthz, /readyz (pod cache synced) and /metrics, for
                    kubelet probes and Prometheus.
 
+--hub-protocol selects the hub: smc-compute (the 2020 server image runs
+the smc-compute program, which calls the project API) or database (current
+CoCalc: projects are driven through the hub's PostgreSQL database given by
+--postgres).
+
 Background loops run every --idle-check-interval: idle projects are stopped
-(per-project idle timeout from the start quota, default from the template;
-only where something reports activity, see --idle-stop), pods stuck Pending
+where an activity source exists (see --idle-stop): with --hub-protocol=database
+by the hub's projects.last_edited and run_quota; with smc-compute and
+--postgres by the 2020 hub's last_edited/last_active and each project's
+mintime and always_running (settings plus users' upgrades). Pods stuck Pending
 or ended beyond timeouts.pendingSeconds are deleted, and
 pods built from an older template are counted as stale (replaced on their
 next start, never killed while running).
@@ -96,28 +117,59 @@ finish for up to --shutdown-timeout, then exits 0.`,
 	f.Float32Var(&o.qps, "kube-qps", 50, "Kubernetes API client queries per second")
 	f.IntVar(&o.burst, "kube-burst", 100, "Kubernetes API client burst")
 	f.DurationVar(&o.idleCheckInterval, "idle-check-interval", time.Minute, "period of the idle-stop and clean-up loops")
-	f.StringVar(&o.idleStop, "idle-stop", "auto", "stop projects idle longer than their idle timeout: auto (only with --postgres, whose front-end reports the hub's activity), on (something calls the API's touch), off")
+	f.StringVar(&o.idleStop, "idle-stop", "auto", "stop projects idle longer than their idle timeout: auto (on exactly when the hub's database is an activity source: --hub-protocol=database, or smc-compute with --postgres), on (without --postgres: something calls the API's touch), off")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running requests may finish after SIGTERM")
-	f.StringVar(&o.postgres, "postgres", "", "hub PostgreSQL connection string: also serve current CoCalc's database protocol (projects.action_request, copy_paths); the password may come from $PGPASSWORD")
-	f.StringToStringVar(&o.projectEnv, "project-env", nil, "KEY=VALUE added to every project's environment by the --postgres front-end (e.g. CONAT_SERVER=http://cocalc-server:80)")
+	f.StringVar(&o.hubProtocol, "hub-protocol", ProtocolSMCCompute, "how the hub drives projects: smc-compute (the 2020 image's smc-compute program calls the API) or database (current CoCalc's projects table, needs --postgres)")
+	f.StringVar(&o.postgres, "postgres", "", "hub PostgreSQL connection string (libpq key=value or URL; the password may come from $PGPASSWORD): with --hub-protocol=database the database served; with smc-compute the 2020 hub's database, read for project activity and idle timeouts")
+	f.StringToStringVar(&o.projectEnv, "project-env", nil, "KEY=VALUE added to every project's environment by --hub-protocol=database (e.g. CONAT_SERVER=http://cocalc-server:80)")
 	return cmd
 }
 
-// resolveIdleStop turns --idle-stop into orchestrator.Config.NoIdleStop.
-// The idle sweep measures time since the last activity, so it may run only
-// where a front-end reports activity: the database front-end does (the
-// hub's last_edited); smc-compute cannot (the 2020 hub sends none), and a
-// sweep there would stop busy projects by age.
-func resolveIdleStop(mode string, activitySource bool) (noIdleStop bool, err error) {
-	switch mode {
-	case "auto":
-		return !activitySource, nil
-	case "on":
-		return false, nil
-	case "off":
-		return true, nil
+// idlePolicy says which loop stops idle projects, if any.
+type idlePolicy struct {
+	// orchestratorSweep: the orchestrator's own sweep, which counts starts
+	// and touches as activity (the database controller touches projects
+	// the hub's last_edited shows active).
+	orchestratorSweep bool
+	// hubSweep: the 2020 hub's database is read for activity and each
+	// project's mintime/always_running (tools/frontend/hub2020); the
+	// orchestrator's sweep is then off, so a database outage stops nothing.
+	hubSweep bool
+	// off is the startup log line when nothing stops projects by idleness.
+	off string
+}
+
+// resolveIdlePolicy checks --hub-protocol, --postgres and --idle-stop
+// together. An idle sweep measures time since the last activity, so by
+// default (auto) it runs only where the hub's database is an activity
+// source; without one a sweep would stop busy projects by their age.
+func resolveIdlePolicy(protocol, mode string, postgres bool) (idlePolicy, error) {
+	switch protocol {
+	case ProtocolSMCCompute, ProtocolDatabase:
+	default:
+		return idlePolicy{}, usageErrorf("--hub-protocol must be %s or %s, not %q", ProtocolSMCCompute, ProtocolDatabase, protocol)
 	}
-	return false, usageErrorf("--idle-stop must be auto, on or off, not %q", mode)
+	if protocol == ProtocolDatabase && !postgres {
+		return idlePolicy{}, usageErrorf("--hub-protocol=%s needs --postgres (the hub's database)", ProtocolDatabase)
+	}
+	switch mode {
+	case "auto", "on":
+	case "off":
+		return idlePolicy{off: "idle stop is off (--idle-stop=off): running projects are not stopped for idleness"}, nil
+	default:
+		return idlePolicy{}, usageErrorf("--idle-stop must be auto, on or off, not %q", mode)
+	}
+	switch {
+	case protocol == ProtocolDatabase:
+		return idlePolicy{orchestratorSweep: true}, nil
+	case postgres:
+		return idlePolicy{hubSweep: true}, nil
+	case mode == "on":
+		return idlePolicy{orchestratorSweep: true}, nil
+	}
+	return idlePolicy{off: "idle stop is off: --hub-protocol=smc-compute without --postgres has no activity source " +
+		"(the 2020 hub reports none to smc-compute), so running projects are not stopped by age; " +
+		"give --postgres the 2020 hub's database to stop idle projects"}, nil
 }
 
 // restConfig resolves the API server connection: an explicit kubeconfig,
@@ -159,7 +211,7 @@ func runServe(parent context.Context, o serveOptions) error {
 	if o.qps <= 0 || o.burst <= 0 || o.idleCheckInterval <= 0 || o.shutdownTimeout <= 0 {
 		return usageErrorf("--kube-qps, --kube-burst, --idle-check-interval and --shutdown-timeout must be > 0")
 	}
-	noIdleStop, err := resolveIdleStop(o.idleStop, o.postgres != "")
+	idle, err := resolveIdlePolicy(o.hubProtocol, o.idleStop, o.postgres != "")
 	if err != nil {
 		return err
 	}
@@ -167,8 +219,8 @@ func runServe(parent context.Context, o serveOptions) error {
 	if err != nil {
 		return withCode(ExitUsage, err)
 	}
-	if noIdleStop {
-		log.Info("idle stop is off: no activity source (--postgres, or --idle-stop=on where something calls touch); running projects are never stopped for their age")
+	if idle.off != "" {
+		log.Info(idle.off)
 	}
 	reg := prometheus.NewRegistry()
 	m := metrics.New(reg)
@@ -177,11 +229,20 @@ func runServe(parent context.Context, o serveOptions) error {
 		return err
 	}
 	orch, err := orchestrator.New(orchestrator.Config{Template: tpl, Cluster: kc, Logger: log, Observer: m,
-		IdleCheckInterval: o.idleCheckInterval, NoIdleStop: noIdleStop})
+		IdleCheckInterval: o.idleCheckInterval, NoIdleStop: !idle.orchestratorSweep})
 	if err != nil {
 		return err
 	}
 	defer orch.Close()
+	var hubSweep *hub2020.Sweeper
+	if idle.hubSweep {
+		hubSweep, err = hub2020.New(hub2020.Config{ConnString: o.postgres, Interval: o.idleCheckInterval, Logger: log}, orch)
+		if err != nil {
+			return withCode(ExitUsage, fmt.Errorf("--postgres: %w", err))
+		}
+		defer hubSweep.Close()
+		log.Info("idle stop by the 2020 hub's activity: last_edited/last_active, per-project mintime and always_running")
+	}
 	metrics.RegisterStates(reg, orch)
 	metricsHandler := promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 
@@ -209,7 +270,10 @@ func runServe(parent context.Context, o serveOptions) error {
 			return
 		}
 		log.Info("pod cache synced; background loops running", "namespace", tpl.Namespace, "interval", o.idleCheckInterval)
-		if o.postgres != "" {
+		if hubSweep != nil {
+			go hubSweep.Run(runCtx)
+		}
+		if o.hubProtocol == ProtocolDatabase {
 			go func() {
 				cfg := pgcontroller.Config{ConnString: o.postgres, ProjectEnv: o.projectEnv, Logger: log}
 				if err := pgcontroller.RunWithOrchestrator(runCtx, cfg, orch, tpl); err != nil && runCtx.Err() == nil {
