@@ -1,6 +1,7 @@
 package pgcontroller
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"math"
@@ -233,6 +234,10 @@ var (
 type siteQuotaSettings struct {
 	DefaultQuotas map[string]any
 	MaxUpgrades   map[string]any
+	// BaseIdleTimeout (seconds), when positive, replaces CoCalc's built-in
+	// 1800 s default below the site's default_quotas: the chart template's
+	// default idle timeout.
+	BaseIdleTimeout float64
 }
 
 // computeRunQuota is quota(settings, users, site_license, site_settings).
@@ -246,7 +251,11 @@ func computeRunQuota(settingsJSON, usersJSON, siteLicenseJSON []byte, site siteQ
 	var licenses map[string]map[string]any
 	_ = json.Unmarshal(siteLicenseJSON, &licenses)
 
-	quota := defaultCocalcQuota(site.DefaultQuotas)
+	base := cocalcBase
+	if site.BaseIdleTimeout > 0 {
+		base.IdleTimeout = site.BaseIdleTimeout
+	}
+	quota := defaultCocalcQuota(base, site.DefaultQuotas)
 	maxUp := map[string]any{}
 	for k, v := range maxPerProject {
 		maxUp[k] = v
@@ -294,8 +303,7 @@ func computeRunQuota(settingsJSON, usersJSON, siteLicenseJSON []byte, site siteQ
 
 // defaultCocalcQuota is calcDefaultQuotas: the base, overridden by the
 // site's default_quotas (only fields of the right JSON type count).
-func defaultCocalcQuota(d map[string]any) cocalcQuota {
-	q := cocalcBase
+func defaultCocalcQuota(q cocalcQuota, d map[string]any) cocalcQuota {
 	if v, ok := d["disk_quota"].(float64); ok {
 		q.DiskQuota = v
 	}
@@ -579,4 +587,56 @@ func jsParseInt(s string) float64 {
 		return 0
 	}
 	return n
+}
+
+// writeRunQuota computes the project's run quota (computeRunQuota) from
+// its row and the site settings, writes it to projects.run_quota as
+// KuCalc's manage service did on start, and returns it as JSON. The idle
+// timeout base is the template's default (DefaultIdleTimeout) unless the
+// site's default_quotas name one. On any error it logs and returns nil: the
+// start then uses the columns as they are.
+func (c *controller) writeRunQuota(ctx context.Context, id string) []byte {
+	var settings, users, licenses []byte
+	err := c.pool.QueryRow(ctx, `SELECT settings, users, site_license FROM projects WHERE project_id = $1`, id).
+		Scan(&settings, &users, &licenses)
+	if err != nil {
+		c.log.Warn("cannot compute run_quota", "project", id, "err", err)
+		return nil
+	}
+	site := c.siteQuotaSettings(ctx)
+	q := computeRunQuota(settings, users, licenses, site)
+	out, err := json.Marshal(q)
+	if err != nil {
+		return nil
+	}
+	if _, err := c.pool.Exec(ctx, `UPDATE projects SET run_quota = $2::jsonb WHERE project_id = $1`, id, string(out)); err != nil {
+		c.log.Warn("cannot write run_quota", "project", id, "err", err)
+	}
+	return out
+}
+
+// siteQuotaSettings reads default_quotas and max_upgrades from the hub's
+// server_settings, which quota() uses only on a site whose kucalc setting
+// is "onprem" (getQuotaSiteSettings). A missing table or row means none.
+func (c *controller) siteQuotaSettings(ctx context.Context) siteQuotaSettings {
+	site := siteQuotaSettings{BaseIdleTimeout: c.cfg.DefaultIdleTimeout.Seconds()}
+	rows, err := c.pool.Query(ctx, `SELECT name, value FROM server_settings WHERE name IN ('kucalc', 'default_quotas', 'max_upgrades')`)
+	if err != nil {
+		return site
+	}
+	defer rows.Close()
+	values := map[string]string{}
+	for rows.Next() {
+		var name string
+		var value *string
+		if rows.Scan(&name, &value) == nil && value != nil {
+			values[name] = *value
+		}
+	}
+	if rows.Err() != nil || values["kucalc"] != "onprem" {
+		return site
+	}
+	_ = json.Unmarshal([]byte(values["default_quotas"]), &site.DefaultQuotas)
+	_ = json.Unmarshal([]byte(values["max_upgrades"]), &site.MaxUpgrades)
+	return site
 }

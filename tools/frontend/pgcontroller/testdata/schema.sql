@@ -14,7 +14,16 @@ CREATE TABLE projects (
   last_started   TIMESTAMP,
   deleted        BOOLEAN,
   env            JSONB,
-  secret_token   VARCHAR(256)
+  secret_token   VARCHAR(256),
+  site_license   JSONB
+);
+
+-- src/packages/util/db-schema/server-settings.ts: site settings, values
+-- as strings (default_quotas and max_upgrades hold JSON).
+CREATE TABLE server_settings (
+  name     TEXT PRIMARY KEY,
+  value    TEXT,
+  readonly BOOLEAN
 );
 
 CREATE TABLE copy_paths (
