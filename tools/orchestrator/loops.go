@@ -43,7 +43,7 @@ type SweepResult struct {
 func (o *Orchestrator) Sweep(ctx context.Context) SweepResult {
 	var res SweepResult
 	now := o.clock.Now()
-	pending := seconds(o.tpl.Timeouts.PendingSeconds)
+	pending := seconds(o.Template().Timeouts.PendingSeconds)
 	live := map[types.UID]bool{}
 	for _, pod := range o.cluster.Pods() {
 		live[pod.UID] = true
@@ -100,11 +100,23 @@ func (o *Orchestrator) Sweep(ctx context.Context) SweepResult {
 	return res
 }
 
+// SweepObserver, when the Config's Observer implements it, is told about
+// every pod the sweep deleted, by reason: "idle", "pending" or "ended".
+type SweepObserver interface {
+	SweepDeletion(reason string)
+}
+
+// sweepReasons maps sweepDelete's Event reasons to SweepObserver's.
+var sweepReasons = map[string]string{"IdleTimeout": "idle", "CleanUpPending": "pending", "CleanUpEnded": "ended"}
+
 func (o *Orchestrator) sweepDelete(ctx context.Context, pod *corev1.Pod, reason, message string) bool {
 	err := o.deletePod(ctx, pod, reason, message)
 	if err != nil && !apierrors.IsConflict(err) {
 		o.log.Error("background delete failed", "pod", pod.Name, "reason", reason, "err", err)
 		return false
+	}
+	if so, ok := o.observer.(SweepObserver); ok && err == nil {
+		so.SweepDeletion(sweepReasons[reason])
 	}
 	return err == nil
 }
@@ -122,7 +134,7 @@ func (o *Orchestrator) idleTimeout(pod *corev1.Pod) time.Duration {
 	if req, err := podspec.RecordedRequest(pod); err == nil {
 		return seconds(req.Quota.IdleTimeoutSeconds)
 	}
-	return seconds(o.tpl.Resources.Default.IdleTimeoutSeconds)
+	return seconds(o.Template().Resources.Default.IdleTimeoutSeconds)
 }
 
 // lastActivity is the latest of: the last Touch or Start, the pod's

@@ -21,6 +21,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sort"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,7 +124,8 @@ type Config struct {
 
 // Orchestrator implements the project operations.
 type Orchestrator struct {
-	tpl      *podtemplate.Template
+	// tpl is the current template (SetTemplate replaces it).
+	tpl      atomic.Pointer[podtemplate.Template]
 	cluster  Cluster
 	homes    Homes
 	clock    clock.WithTicker
@@ -172,12 +174,39 @@ func New(cfg Config) (*Orchestrator, error) {
 		cfg.IdleCheckInterval = time.Minute
 	}
 	base, cancel := context.WithCancel(context.Background())
-	return &Orchestrator{
-		tpl: cfg.Template, cluster: cfg.Cluster, homes: cfg.Homes, clock: cfg.Clock,
+	o := &Orchestrator{
+		cluster: cfg.Cluster, homes: cfg.Homes, clock: cfg.Clock,
 		log: cfg.Logger, observer: cfg.Observer, interval: cfg.IdleCheckInterval, noIdleStop: cfg.NoIdleStop,
 		born: cfg.Clock.Now(), base: base, cancelBase: cancel,
 		starts: map[project.ID]*flight{}, activity: map[project.ID]time.Time{}, stale: map[types.UID]bool{},
-	}, nil
+	}
+	o.tpl.Store(cfg.Template)
+	return o, nil
+}
+
+// Template returns the template new pods are built from.
+func (o *Orchestrator) Template() *podtemplate.Template { return o.tpl.Load() }
+
+// SetTemplate replaces the template for pods created from now on (running
+// pods are kept; they count as stale when they differ and are replaced at
+// their next start). It refuses a template that changes a field a running
+// orchestrator cannot take over (podtemplate.RestartFields): that change
+// takes a restart of the server pod, which the chart does by itself.
+func (o *Orchestrator) SetTemplate(t *podtemplate.Template) error {
+	if t == nil {
+		return errors.New("set template: nil template")
+	}
+	if err := t.Validate(); err != nil {
+		return fmt.Errorf("set template: %w", err)
+	}
+	if changed := podtemplate.NeedsRestart(o.tpl.Load(), t); len(changed) > 0 {
+		return fmt.Errorf("set template: %s changed; restart the orchestrator to apply", strings.Join(changed, ", "))
+	}
+	o.mu.Lock()
+	o.tpl.Store(t)
+	clear(o.stale) // staleness is relative to the template
+	o.mu.Unlock()
+	return nil
 }
 
 // Close cancels in-flight starts (they return ErrShutdown).
@@ -224,7 +253,7 @@ func (o *Orchestrator) Start(ctx context.Context, id project.ID, req StartReques
 		f = &flight{done: make(chan struct{}), cancel: cancel}
 		o.starts[id] = f
 		go func() {
-			tctx, cancelT := context.WithTimeout(fctx, seconds(o.tpl.Timeouts.StartSeconds))
+			tctx, cancelT := context.WithTimeout(fctx, seconds(o.Template().Timeouts.StartSeconds))
 			f.res, f.err = o.start(tctx, id, req, f)
 			cancelT()
 			cancel(nil)
@@ -310,9 +339,9 @@ func (o *Orchestrator) startError(ctx context.Context, id project.ID, err error)
 				}
 			}
 			if pod := o.cluster.Pod(id.PodName()); pod != nil {
-				o.cluster.Event(pod, corev1.EventTypeWarning, "StartTimeout", "not running after "+seconds(o.tpl.Timeouts.StartSeconds).String()+": "+detail)
+				o.cluster.Event(pod, corev1.EventTypeWarning, "StartTimeout", "not running after "+seconds(o.Template().Timeouts.StartSeconds).String()+": "+detail)
 			}
-			return fmt.Errorf("start %s: %w after %s, project is %s", id, ErrTimeout, seconds(o.tpl.Timeouts.StartSeconds), detail)
+			return fmt.Errorf("start %s: %w after %s, project is %s", id, ErrTimeout, seconds(o.Template().Timeouts.StartSeconds), detail)
 		case o.base.Err() != nil:
 			return fmt.Errorf("start %s: %w", id, ErrShutdown)
 		}
@@ -323,7 +352,7 @@ func (o *Orchestrator) startError(ctx context.Context, id project.ID, err error)
 // create prepares the home and creates the pod.
 func (o *Orchestrator) create(ctx context.Context, id project.ID, req StartRequest, f *flight) (*corev1.Pod, error) {
 	in := podspec.Input{Project: id, Request: req}
-	if nfs := o.tpl.Storage.NFS; o.tpl.Storage.Mode == podtemplate.ModeNFS && nfs != nil && nfs.ServiceName != "" {
+	if nfs := o.Template().Storage.NFS; o.Template().Storage.Mode == podtemplate.ModeNFS && nfs != nil && nfs.ServiceName != "" {
 		ip, err := o.cluster.ServiceClusterIP(ctx, nfs.ServiceName)
 		if err != nil {
 			return nil, fmt.Errorf("resolve NFS server: %w", err)
@@ -333,7 +362,7 @@ func (o *Orchestrator) create(ctx context.Context, id project.ID, req StartReque
 		o.mu.Unlock()
 		in.NFSServer = ip
 	}
-	pod, err := podspec.Build(o.tpl, in)
+	pod, err := podspec.Build(o.Template(), in)
 	if err != nil {
 		return nil, err
 	}
@@ -362,7 +391,7 @@ func (o *Orchestrator) Stop(ctx context.Context, id project.ID) (st ProjectStatu
 	if err := id.Validate(); err != nil {
 		return ProjectStatus{}, err
 	}
-	ctx, cancel := context.WithTimeout(ctx, seconds(o.tpl.Timeouts.StopSeconds))
+	ctx, cancel := context.WithTimeout(ctx, seconds(o.Template().Timeouts.StopSeconds))
 	defer cancel()
 	createSent, err := o.abortStart(ctx, id)
 	if err != nil {
@@ -380,7 +409,7 @@ func (o *Orchestrator) Stop(ctx context.Context, id project.ID) (st ProjectStatu
 				// The aborted start may have created a pod the cache has
 				// not seen yet: delete by name (a no-op if there is none).
 				createSent = false
-				if err := o.cluster.DeletePod(ctx, name, "", o.tpl.TerminationGracePeriodSeconds); err != nil {
+				if err := o.cluster.DeletePod(ctx, name, "", o.Template().TerminationGracePeriodSeconds); err != nil {
 					return o.Status(id), o.stopError(ctx, id, err)
 				}
 				continue
@@ -404,7 +433,7 @@ func (o *Orchestrator) Stop(ctx context.Context, id project.ID) (st ProjectStatu
 
 func (o *Orchestrator) stopError(ctx context.Context, id project.ID, err error) error {
 	if errors.Is(ctx.Err(), context.DeadlineExceeded) {
-		return fmt.Errorf("stop %s: %w: pod still present after %s", id, ErrTimeout, seconds(o.tpl.Timeouts.StopSeconds))
+		return fmt.Errorf("stop %s: %w: pod still present after %s", id, ErrTimeout, seconds(o.Template().Timeouts.StopSeconds))
 	}
 	return fmt.Errorf("stop %s: %w", id, err)
 }
@@ -430,7 +459,7 @@ func (o *Orchestrator) abortStart(ctx context.Context, id project.ID) (bool, err
 func (o *Orchestrator) deletePod(ctx context.Context, pod *corev1.Pod, reason, message string) error {
 	o.cluster.Event(pod, corev1.EventTypeNormal, reason, message)
 	o.log.Info("deleting project pod", "pod", pod.Name, "reason", reason, "detail", message)
-	return o.cluster.DeletePod(ctx, pod.Name, pod.UID, o.tpl.TerminationGracePeriodSeconds)
+	return o.cluster.DeletePod(ctx, pod.Name, pod.UID, o.Template().TerminationGracePeriodSeconds)
 }
 
 // Restart stops the project (if running) and starts it with req, so the new
@@ -497,12 +526,13 @@ func (o *Orchestrator) List() []ProjectStatus {
 }
 
 // isStale compares the pod's spec hash with what the current template
-// would build from the pod's recorded start request. Cached per pod UID:
-// pod specs are immutable and the template is fixed for our lifetime.
+// would build from the pod's recorded start request. Cached per pod UID
+// (pod specs are immutable); SetTemplate empties the cache.
 func (o *Orchestrator) isStale(id project.ID, pod *corev1.Pod) bool {
 	o.mu.Lock()
 	stale, ok := o.stale[pod.UID]
 	nfsIP := o.nfsIP
+	tpl := o.tpl.Load()
 	o.mu.Unlock()
 	if ok && pod.UID != "" {
 		return stale
@@ -512,13 +542,15 @@ func (o *Orchestrator) isStale(id project.ID, pod *corev1.Pod) bool {
 		if nfsIP == "" && len(pod.Spec.Volumes) > 0 && pod.Spec.Volumes[0].NFS != nil {
 			nfsIP = pod.Spec.Volumes[0].NFS.Server // not resolved yet: assume unchanged
 		}
-		if want, err := podspec.Build(o.tpl, podspec.Input{Project: id, Request: req, NFSServer: nfsIP}); err == nil {
+		if want, err := podspec.Build(tpl, podspec.Input{Project: id, Request: req, NFSServer: nfsIP}); err == nil {
 			stale = want.Annotations[podspec.AnnotationSpecHash] != pod.Annotations[podspec.AnnotationSpecHash]
 		}
 	}
 	if pod.UID != "" {
 		o.mu.Lock()
-		o.stale[pod.UID] = stale
+		if o.tpl.Load() == tpl { // not replaced meanwhile
+			o.stale[pod.UID] = stale
+		}
 		o.mu.Unlock()
 	}
 	return stale

@@ -29,6 +29,7 @@ import (
 
 type serveOptions struct {
 	template          string
+	templateReload    time.Duration
 	listen            string
 	healthListen      string
 	kubeconfig        string
@@ -102,6 +103,14 @@ or ended beyond timeouts.pendingSeconds are deleted, and
 pods built from an older template are counted as stale (replaced on their
 next start, never killed while running).
 
+The template file is read again every --template-reload-interval: when the
+chart is upgraded with new project settings, kubelet updates the mounted
+ConfigMap and new pods are built from it without a restart (logged "project
+pod template reloaded"; cocalc_k8s_template_reloads_total). An invalid
+template, or one that changes what needs a restart (namespace, selector,
+security, storage, timeouts, default idle timeout), is logged and the running
+one kept.
+
 On SIGTERM or SIGINT it stops accepting requests, lets running requests
 finish for up to --shutdown-timeout, then exits 0.`,
 		Example: `  cocalc-k8s serve --log-format json
@@ -111,6 +120,7 @@ finish for up to --shutdown-timeout, then exits 0.`,
 	}
 	f := cmd.Flags()
 	f.StringVar(&o.template, "template", podtemplate.DefaultPath, "project pod template file (the chart's ConfigMap key)")
+	f.DurationVar(&o.templateReload, "template-reload-interval", 5*time.Second, "how often the template file is checked for changes (0: never)")
 	f.StringVar(&o.listen, "listen", fmt.Sprintf("127.0.0.1:%d", DefaultAPIPort), "address of the project API")
 	f.StringVar(&o.healthListen, "health-listen", fmt.Sprintf(":%d", DefaultHealthPort), "address of /healthz, /readyz and /metrics")
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
@@ -215,7 +225,10 @@ func runServe(parent context.Context, o serveOptions) error {
 	if err != nil {
 		return err
 	}
-	tpl, err := podtemplate.Load(o.template)
+	if o.templateReload < 0 {
+		return usageErrorf("--template-reload-interval must be >= 0")
+	}
+	tpl, tplData, err := podtemplate.LoadBytes(o.template)
 	if err != nil {
 		return withCode(ExitUsage, err)
 	}
@@ -264,6 +277,10 @@ func runServe(parent context.Context, o serveOptions) error {
 	runCtx, stopRun := context.WithCancel(context.WithoutCancel(parent))
 	defer stopRun()
 	kc.Start(runCtx)
+	if o.templateReload > 0 {
+		go podtemplate.Watch(runCtx, podtemplate.WatchConfig{File: o.template, Interval: o.templateReload, Loaded: tplData,
+			Apply: orch.SetTemplate, Observe: m.TemplateReload, Logger: log})
+	}
 	dbErr := make(chan error, 1)
 	go func() {
 		if err := kc.WaitForSync(runCtx); err != nil {
