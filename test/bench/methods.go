@@ -137,8 +137,9 @@ func (m *InProcess) Stop(ctx context.Context, id project.ID) error {
 	_, err := m.Orch.Stop(ctx, id)
 	return err
 }
-func (m *InProcess) Status(_ context.Context, id project.ID) (bool, error) {
-	return m.Orch.Status(id).State == state.Running, nil
+func (m *InProcess) Status(ctx context.Context, id project.ID) (bool, error) {
+	st, err := m.Orch.Status(ctx, id)
+	return st.State == state.Running, err
 }
 
 // HTTP drives the orchestrator process (cocalc-k8s serve) through its

@@ -232,6 +232,12 @@ func (c *Client) Pods() []*corev1.Pod {
 // the read and the wait can be missed.
 func (c *Client) Changed(name string) <-chan struct{} { return c.notify.wait(name) }
 
+// Subscribe calls fn with the pod's name after every cache change, from
+// the informer's event handler (fn must not block), until unsubscribed.
+func (c *Client) Subscribe(fn func(podName string)) (unsubscribe func()) {
+	return c.notify.subscribe(fn)
+}
+
 // CreatePod creates a pod, retrying transient failures. AlreadyExists is
 // returned unchanged (apierrors.IsAlreadyExists) for the caller to handle.
 func (c *Client) CreatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {

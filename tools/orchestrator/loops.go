@@ -170,7 +170,7 @@ func endedAt(pod *corev1.Pod) time.Time {
 func (o *Orchestrator) StateCounts() (map[state.State]int, int) {
 	counts := map[state.State]int{state.Starting: 0, state.Running: 0, state.Stopping: 0, state.Opened: 0}
 	stale := 0
-	for _, ps := range o.List() {
+	for _, ps := range o.list() {
 		counts[ps.State]++
 		if ps.StaleSpec {
 			stale++

@@ -22,7 +22,7 @@ func TestIdleStopHonoursActivity(t *testing.T) {
 	if res := e.orch.Sweep(ctxT(t)); res.IdleStopped != 0 {
 		t.Fatalf("stopped before the idle timeout: %+v", res)
 	}
-	if err := e.orch.Touch(pid); err != nil {
+	if _, err := e.orch.Touch(ctxT(t), pid); err != nil {
 		t.Fatal(err)
 	}
 	e.clock.Step(29 * time.Minute) // 58 min since start, 29 since activity
@@ -116,20 +116,20 @@ func TestRunLoopTicksOnInjectedClock(t *testing.T) {
 
 func TestSweepForgetsActivityOfProjectsWithoutPods(t *testing.T) {
 	e := newEnv(t, nil)
-	if err := e.orch.Touch(pid); err != nil {
+	if _, err := e.orch.Touch(ctxT(t), pid); err != nil {
 		t.Fatal(err)
 	}
-	if e.orch.Status(pid).LastActivity == nil {
+	if e.orch.current(pid).LastActivity == nil {
 		t.Fatal("touch not recorded")
 	}
 	e.clock.Step(5 * time.Minute)
 	e.orch.Sweep(ctxT(t))
-	if e.orch.Status(pid).LastActivity == nil {
+	if e.orch.current(pid).LastActivity == nil {
 		t.Fatal("recent activity forgotten")
 	}
 	e.clock.Step(10 * time.Minute)
 	e.orch.Sweep(ctxT(t))
-	if e.orch.Status(pid).LastActivity != nil {
+	if e.orch.current(pid).LastActivity != nil {
 		t.Fatal("activity of a project without a pod kept forever")
 	}
 }

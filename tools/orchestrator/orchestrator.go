@@ -10,9 +10,13 @@
 //	Start(ctx, id, req)   idempotent; returns when the project is running
 //	Stop(ctx, id)         returns when the pod is gone; no-op when stopped
 //	Restart(ctx, id, req) Stop then Start
-//	Status(id)            from the cache, zero API calls
-//	List()                from the cache, zero API calls
-//	Touch(id)             records activity (defers the idle stop)
+//	Status(ctx, id)       from the cache, zero API calls
+//	List(ctx)             from the cache, zero API calls
+//	Touch(ctx, id)        records activity (defers the idle stop)
+//	Watch(ctx)            status changes from the informer's notifications
+//
+// These are the Projects interface, which the HTTP API's client also
+// satisfies.
 package orchestrator
 
 import (
@@ -48,6 +52,9 @@ type Cluster interface {
 	Pods() []*corev1.Pod
 	// Changed returns a channel closed at the pod's next cache change.
 	Changed(name string) <-chan struct{}
+	// Subscribe calls fn with the pod's name after every cache change (from
+	// the informer's event handler: fn must not block) until unsubscribed.
+	Subscribe(fn func(podName string)) (unsubscribe func())
 	HasSynced() bool
 	CreatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error)
 	DeletePod(ctx context.Context, name string, uid types.UID, graceSeconds int64) error
@@ -268,7 +275,7 @@ func (o *Orchestrator) Start(ctx context.Context, id project.ID, req StartReques
 	case <-f.done:
 		return f.res, f.err
 	case <-ctx.Done():
-		return o.Status(id), fmt.Errorf("start %s: caller gave up: %w", id, context.Cause(ctx))
+		return o.current(id), fmt.Errorf("start %s: caller gave up: %w", id, context.Cause(ctx))
 	}
 }
 
@@ -288,7 +295,7 @@ func (o *Orchestrator) start(ctx context.Context, id project.ID, req StartReques
 		}
 		switch {
 		case pod == nil && created && seen:
-			return o.Status(id), fmt.Errorf("start %s: %w", id, ErrStoppedWhileStarting)
+			return o.current(id), fmt.Errorf("start %s: %w", id, ErrStoppedWhileStarting)
 		case pod == nil && !created:
 			_, err := o.create(ctx, id, req, f)
 			switch {
@@ -296,7 +303,7 @@ func (o *Orchestrator) start(ctx context.Context, id project.ID, req StartReques
 				// Created by someone else (another replica, an admin):
 				// the cache will show it; wait for that.
 			case err != nil:
-				return o.Status(id), o.startError(ctx, id, err)
+				return o.current(id), o.startError(ctx, id, err)
 			default:
 				created = true
 			}
@@ -307,7 +314,7 @@ func (o *Orchestrator) start(ctx context.Context, id project.ID, req StartReques
 		case st.Terminal:
 			o.cluster.Event(pod, corev1.EventTypeWarning, "ReplacingFailedPod", fmt.Sprintf("pod ended (%s), creating a new one", st.Reason))
 			if err := o.cluster.DeletePod(ctx, name, pod.UID, 0); err != nil && !apierrors.IsConflict(err) {
-				return o.Status(id), o.startError(ctx, id, err)
+				return o.current(id), o.startError(ctx, id, err)
 			}
 			created, seen = false, false // its disappearance is ours, not a stop
 		case st.State == state.Running:
@@ -319,7 +326,7 @@ func (o *Orchestrator) start(ctx context.Context, id project.ID, req StartReques
 			// name, so any event for the name since is about our pod.
 			seen = seen || created
 		case <-ctx.Done():
-			return o.Status(id), o.startError(ctx, id, ctx.Err())
+			return o.current(id), o.startError(ctx, id, ctx.Err())
 		}
 	}
 }
@@ -330,7 +337,7 @@ func (o *Orchestrator) startError(ctx context.Context, id project.ID, err error)
 		case errors.Is(cause, ErrStoppedWhileStarting):
 			return fmt.Errorf("start %s: %w", id, ErrStoppedWhileStarting)
 		case errors.Is(cause, context.DeadlineExceeded):
-			st := o.Status(id)
+			st := o.current(id)
 			detail := string(st.State)
 			if st.Reason != "" {
 				detail += ": " + st.Reason
@@ -395,7 +402,7 @@ func (o *Orchestrator) Stop(ctx context.Context, id project.ID) (st ProjectStatu
 	defer cancel()
 	createSent, err := o.abortStart(ctx, id)
 	if err != nil {
-		return o.Status(id), o.stopError(ctx, id, err)
+		return o.current(id), o.stopError(ctx, id, err)
 	}
 	o.mu.Lock()
 	delete(o.activity, id)
@@ -410,23 +417,23 @@ func (o *Orchestrator) Stop(ctx context.Context, id project.ID) (st ProjectStatu
 				// not seen yet: delete by name (a no-op if there is none).
 				createSent = false
 				if err := o.cluster.DeletePod(ctx, name, "", o.Template().TerminationGracePeriodSeconds); err != nil {
-					return o.Status(id), o.stopError(ctx, id, err)
+					return o.current(id), o.stopError(ctx, id, err)
 				}
 				continue
 			}
-			return o.Status(id), nil
+			return o.current(id), nil
 		}
 		if pod.DeletionTimestamp == nil {
 			if err := o.deletePod(ctx, pod, "Stopping", "stop requested"); err != nil {
 				if !apierrors.IsConflict(err) { // replaced meanwhile: look again
-					return o.Status(id), o.stopError(ctx, id, err)
+					return o.current(id), o.stopError(ctx, id, err)
 				}
 			}
 		}
 		select {
 		case <-changed:
 		case <-ctx.Done():
-			return o.Status(id), o.stopError(ctx, id, ctx.Err())
+			return o.current(id), o.stopError(ctx, id, ctx.Err())
 		}
 	}
 }
@@ -466,7 +473,7 @@ func (o *Orchestrator) deletePod(ctx context.Context, pod *corev1.Pod, reason, m
 // pod gets the current template and quota.
 func (o *Orchestrator) Restart(ctx context.Context, id project.ID, req StartRequest) (ProjectStatus, error) {
 	if _, err := o.Stop(ctx, id); err != nil {
-		return o.Status(id), fmt.Errorf("restart: %w", err)
+		return o.current(id), fmt.Errorf("restart: %w", err)
 	}
 	st, err := o.Start(ctx, id, req)
 	if err != nil {
@@ -475,24 +482,14 @@ func (o *Orchestrator) Restart(ctx context.Context, id project.ID, req StartRequ
 	return st, nil
 }
 
-// Touch records activity, deferring the idle stop.
-func (o *Orchestrator) Touch(id project.ID) error {
-	if err := id.Validate(); err != nil {
-		return err
-	}
-	o.touch(id)
-	return nil
-}
-
 func (o *Orchestrator) touch(id project.ID) {
 	o.mu.Lock()
 	o.activity[id] = o.clock.Now()
 	o.mu.Unlock()
 }
 
-// Status answers from the cache (zero API calls). An invalid ID reports
-// "opened": callers validate IDs with project.Parse first.
-func (o *Orchestrator) Status(id project.ID) ProjectStatus {
+// current answers from the cache (zero API calls).
+func (o *Orchestrator) current(id project.ID) ProjectStatus {
 	return o.statusOf(id, o.cluster.Pod(id.PodName()))
 }
 
@@ -510,8 +507,8 @@ func (o *Orchestrator) statusOf(id project.ID, pod *corev1.Pod) ProjectStatus {
 	return ps
 }
 
-// List returns the status of every project that has a pod, sorted by ID.
-func (o *Orchestrator) List() []ProjectStatus {
+// list returns the status of every project that has a pod, sorted by ID.
+func (o *Orchestrator) list() []ProjectStatus {
 	pods := o.cluster.Pods()
 	out := make([]ProjectStatus, 0, len(pods))
 	for _, pod := range pods {

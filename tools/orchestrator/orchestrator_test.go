@@ -117,7 +117,7 @@ func TestConcurrentStartsOfDifferentProjects(t *testing.T) {
 	if got := e.creates.Load(); got != 2 {
 		t.Fatalf("creates = %d, want 2", got)
 	}
-	if l := e.orch.List(); len(l) != 2 || l[0].ProjectID != pid2 || l[1].ProjectID != pid {
+	if l := e.orch.list(); len(l) != 2 || l[0].ProjectID != pid2 || l[1].ProjectID != pid {
 		t.Fatalf("list = %+v", l)
 	}
 }
@@ -128,7 +128,7 @@ func TestStartWaitsForStoppingPodThenCreates(t *testing.T) {
 		Labels: fixture.Template().SelectorLabels, DeletionTimestamp: &now, Finalizers: []string{"x"}}}
 	e := newEnv(t, nil, old)
 	e.autoRun()
-	if st := e.orch.Status(pid); st.State != state.Stopping {
+	if st := e.orch.current(pid); st.State != state.Stopping {
 		t.Fatalf("precondition: state %s", st.State)
 	}
 	done := make(chan error, 1)
@@ -151,7 +151,7 @@ func TestStartReplacesEndedPod(t *testing.T) {
 		Labels: fixture.Template().SelectorLabels}, Status: corev1.PodStatus{Phase: corev1.PodFailed, Reason: "Evicted"}}
 	e := newEnv(t, nil, failed)
 	e.autoRun()
-	if st := e.orch.Status(pid); st.State != state.Opened || st.Reason != "Evicted" {
+	if st := e.orch.current(pid); st.State != state.Opened || st.Reason != "Evicted" {
 		t.Fatalf("precondition: %+v", st)
 	}
 	st, err := e.orch.Start(ctxT(t), pid, StartRequest{})
@@ -262,7 +262,7 @@ func TestStopWaitsForGracefulDeletion(t *testing.T) {
 	e.graceful.Store(true)
 	done := make(chan ProjectStatus, 1)
 	go func() { st, _ := e.orch.Stop(ctxT(t), pid); done <- st }()
-	e.waitFor("terminating", func() bool { return e.orch.Status(pid).State == state.Stopping })
+	e.waitFor("terminating", func() bool { return e.orch.current(pid).State == state.Stopping })
 	pod := e.kube.Pod(pid.PodName())
 	if *pod.DeletionGracePeriodSeconds != e.tpl.TerminationGracePeriodSeconds {
 		t.Fatalf("grace = %d, want the template's %d", *pod.DeletionGracePeriodSeconds, e.tpl.TerminationGracePeriodSeconds)
@@ -345,8 +345,11 @@ func TestInvalidInputMakesNoAPICalls(t *testing.T) {
 		if _, err := e.orch.Stop(ctxT(t), bad); !IsInvalidInput(err) {
 			t.Errorf("stop %q: %v", bad, err)
 		}
-		if err := e.orch.Touch(bad); !IsInvalidInput(err) {
+		if _, err := e.orch.Touch(ctxT(t), bad); !IsInvalidInput(err) {
 			t.Errorf("touch %q: %v", bad, err)
+		}
+		if _, err := e.orch.Status(ctxT(t), bad); !IsInvalidInput(err) {
+			t.Errorf("status %q: %v", bad, err)
 		}
 	}
 	if _, err := e.orch.Start(ctxT(t), pid, StartRequest{Quota: podtemplate.Quota{Cores: -1}}); !IsInvalidInput(err) {
@@ -382,13 +385,13 @@ func TestStatusAndListMakeNoAPICalls(t *testing.T) {
 	}
 	before := apiCalls()
 	for i := 0; i < 50; i++ {
-		if st := e.orch.Status(pid); st.State != state.Running {
+		if st := e.orch.current(pid); st.State != state.Running {
 			t.Fatal(st)
 		}
-		if st := e.orch.Status(pid2); st.State != state.Opened {
+		if st := e.orch.current(pid2); st.State != state.Opened {
 			t.Fatal(st)
 		}
-		if l := e.orch.List(); len(l) != 1 {
+		if l := e.orch.list(); len(l) != 1 {
 			t.Fatal(l)
 		}
 	}
@@ -436,7 +439,7 @@ func TestStaleSpecReportedNotKilled(t *testing.T) {
 	if _, err := e.orch.Start(ctxT(t), pid, StartRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	if e.orch.Status(pid).StaleSpec {
+	if e.orch.current(pid).StaleSpec {
 		t.Fatal("fresh pod reported stale")
 	}
 	// The chart is upgraded: a new orchestrator with a new image tag.
@@ -444,7 +447,7 @@ func TestStaleSpecReportedNotKilled(t *testing.T) {
 	tpl.Storage.ServerPath = e.homes
 	tpl.Image.Tag = "1.2.4"
 	o2 := e.newOrchestrator(tpl)
-	if !o2.Status(pid).StaleSpec {
+	if !o2.current(pid).StaleSpec {
 		t.Fatal("pod of the old template not reported stale")
 	}
 	if res := o2.Sweep(ctxT(t)); res.Stale != 1 || res.CleanedUp+res.IdleStopped != 0 {
@@ -456,7 +459,7 @@ func TestStaleSpecReportedNotKilled(t *testing.T) {
 	if _, err := o2.Restart(ctxT(t), pid, StartRequest{}); err != nil {
 		t.Fatal(err)
 	}
-	if o2.Status(pid).StaleSpec || e.apiPod(pid.PodName()).Spec.Containers[0].Image != "registry.example/cocalc-project:1.2.4" {
+	if o2.current(pid).StaleSpec || e.apiPod(pid.PodName()).Spec.Containers[0].Image != "registry.example/cocalc-project:1.2.4" {
 		t.Fatal("restart did not apply the new template")
 	}
 	if _, stale := o2.StateCounts(); stale != 0 {

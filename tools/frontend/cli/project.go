@@ -18,17 +18,6 @@ import (
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
-// projectOps is what the admin commands need; implemented by the API client
-// and by a direct orchestrator.
-type projectOps interface {
-	Start(ctx context.Context, id project.ID, req orchestrator.StartRequest) (orchestrator.ProjectStatus, error)
-	Stop(ctx context.Context, id project.ID) (orchestrator.ProjectStatus, error)
-	Restart(ctx context.Context, id project.ID, req orchestrator.StartRequest) (orchestrator.ProjectStatus, error)
-	Touch(ctx context.Context, id project.ID) (orchestrator.ProjectStatus, error)
-	Status(ctx context.Context, id project.ID) (orchestrator.ProjectStatus, error)
-	List(ctx context.Context) ([]orchestrator.ProjectStatus, error)
-}
-
 type projectOptions struct {
 	api        string
 	kubeconfig string
@@ -108,7 +97,7 @@ Output is a table, or JSON with -o json.
 			if err != nil {
 				return err
 			}
-			return o.runOne(cmd.Context(), stdout, args[0], func(ctx context.Context, ops projectOps, id project.ID) (orchestrator.ProjectStatus, error) {
+			return o.runOne(cmd.Context(), stdout, args[0], func(ctx context.Context, ops orchestrator.Projects, id project.ID) (orchestrator.ProjectStatus, error) {
 				return ops.Start(ctx, id, req)
 			})
 		},
@@ -125,13 +114,13 @@ Output is a table, or JSON with -o json.
 			if err != nil {
 				return err
 			}
-			return o.runOne(cmd.Context(), stdout, args[0], func(ctx context.Context, ops projectOps, id project.ID) (orchestrator.ProjectStatus, error) {
+			return o.runOne(cmd.Context(), stdout, args[0], func(ctx context.Context, ops orchestrator.Projects, id project.ID) (orchestrator.ProjectStatus, error) {
 				return ops.Restart(ctx, id, req)
 			})
 		},
 	}
 	restartQuota.register(restart)
-	simple := func(use, short, long string, op func(context.Context, projectOps, project.ID) (orchestrator.ProjectStatus, error)) *cobra.Command {
+	simple := func(use, short, long string, op func(context.Context, orchestrator.Projects, project.ID) (orchestrator.ProjectStatus, error)) *cobra.Command {
 		return &cobra.Command{
 			Use:     use + " PROJECT_ID",
 			Short:   short,
@@ -167,24 +156,24 @@ Output is a table, or JSON with -o json.
 	cmd.AddCommand(start, restart, list,
 		simple("stop", "Stop a project and wait until its pod is gone",
 			"Delete the project's pod with the template's grace period and wait until it is gone. Stopping a stopped project does nothing.",
-			func(ctx context.Context, ops projectOps, id project.ID) (orchestrator.ProjectStatus, error) {
+			func(ctx context.Context, ops orchestrator.Projects, id project.ID) (orchestrator.ProjectStatus, error) {
 				return ops.Stop(ctx, id)
 			}),
 		simple("status", "Show a project's state, error reason and IP",
 			"Show a project's state (opened, starting, running, stopping), the error reason if any (OOMKilled, ImagePullBackOff, Unschedulable, ...), its pod IP when running and whether its pod is stale.",
-			func(ctx context.Context, ops projectOps, id project.ID) (orchestrator.ProjectStatus, error) {
+			func(ctx context.Context, ops orchestrator.Projects, id project.ID) (orchestrator.ProjectStatus, error) {
 				return ops.Status(ctx, id)
 			}),
 		simple("touch", "Record activity for a project (defers its idle stop)",
 			"Record activity for a project, so the idle-stop loop counts its idle timeout from now.",
-			func(ctx context.Context, ops projectOps, id project.ID) (orchestrator.ProjectStatus, error) {
+			func(ctx context.Context, ops orchestrator.Projects, id project.ID) (orchestrator.ProjectStatus, error) {
 				return ops.Touch(ctx, id)
 			}),
 	)
 	return cmd
 }
 
-func (o *projectOptions) runOne(ctx context.Context, stdout io.Writer, rawID string, op func(context.Context, projectOps, project.ID) (orchestrator.ProjectStatus, error)) error {
+func (o *projectOptions) runOne(ctx context.Context, stdout io.Writer, rawID string, op func(context.Context, orchestrator.Projects, project.ID) (orchestrator.ProjectStatus, error)) error {
 	if o.output != "table" && o.output != "json" {
 		return usageErrorf("--output %q: want table or json", o.output)
 	}
@@ -206,8 +195,9 @@ func (o *projectOptions) runOne(ctx context.Context, stdout io.Writer, rawID str
 	return o.print(stdout, []orchestrator.ProjectStatus{st}, false)
 }
 
-// ops returns the API client, or a direct orchestrator with --kubeconfig.
-func (o *projectOptions) ops(ctx context.Context) (projectOps, func(), error) {
+// ops returns the API client, or the in-process orchestrator with
+// --kubeconfig: both are orchestrator.Projects.
+func (o *projectOptions) ops(ctx context.Context) (orchestrator.Projects, func(), error) {
 	if o.output != "table" && o.output != "json" {
 		return nil, nil, usageErrorf("--output %q: want table or json", o.output)
 	}
@@ -233,31 +223,8 @@ func (o *projectOptions) ops(ctx context.Context) (projectOps, func(), error) {
 		stop()
 		return nil, nil, err
 	}
-	return direct{orch}, func() { orch.Close(); stop() }, nil
+	return orch, func() { orch.Close(); stop() }, nil
 }
-
-// direct adapts the orchestrator to projectOps.
-type direct struct{ o *orchestrator.Orchestrator }
-
-func (d direct) Start(ctx context.Context, id project.ID, r orchestrator.StartRequest) (orchestrator.ProjectStatus, error) {
-	return d.o.Start(ctx, id, r)
-}
-func (d direct) Stop(ctx context.Context, id project.ID) (orchestrator.ProjectStatus, error) {
-	return d.o.Stop(ctx, id)
-}
-func (d direct) Restart(ctx context.Context, id project.ID, r orchestrator.StartRequest) (orchestrator.ProjectStatus, error) {
-	return d.o.Restart(ctx, id, r)
-}
-func (d direct) Touch(_ context.Context, id project.ID) (orchestrator.ProjectStatus, error) {
-	if err := d.o.Touch(id); err != nil {
-		return orchestrator.ProjectStatus{}, err
-	}
-	return d.o.Status(id), nil
-}
-func (d direct) Status(_ context.Context, id project.ID) (orchestrator.ProjectStatus, error) {
-	return d.o.Status(id), nil
-}
-func (d direct) List(context.Context) ([]orchestrator.ProjectStatus, error) { return d.o.List(), nil }
 
 func (o *projectOptions) print(w io.Writer, l []orchestrator.ProjectStatus, isList bool) error {
 	if o.output == "json" {

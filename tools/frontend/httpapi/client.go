@@ -13,12 +13,15 @@ import (
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
-// Client calls the API (used by the admin CLI).
+// Client calls the API. It is the orchestrator.Projects of the front-ends
+// that run apart from the orchestrator (smc-compute, the admin CLI).
 type Client struct {
 	// BaseURL is e.g. http://127.0.0.1:8470.
 	BaseURL string
 	HTTP    *http.Client
 }
+
+var _ orchestrator.Projects = (*Client)(nil)
 
 // Error is a non-2xx answer from the API.
 type Error struct {

@@ -34,15 +34,10 @@ import (
 // bytes; the hub's extra environment can be a few KiB).
 const MaxBodyBytes = 1 << 20
 
-// Orchestrator is what the API drives (implemented by
-// *orchestrator.Orchestrator).
+// Orchestrator is what the API drives: the project operations every
+// front-end uses, plus readiness (implemented by *orchestrator.Orchestrator).
 type Orchestrator interface {
-	Start(ctx context.Context, id project.ID, req orchestrator.StartRequest) (orchestrator.ProjectStatus, error)
-	Stop(ctx context.Context, id project.ID) (orchestrator.ProjectStatus, error)
-	Restart(ctx context.Context, id project.ID, req orchestrator.StartRequest) (orchestrator.ProjectStatus, error)
-	Status(id project.ID) orchestrator.ProjectStatus
-	List() []orchestrator.ProjectStatus
-	Touch(id project.ID) error
+	orchestrator.Projects
 	Ready() bool
 }
 
@@ -124,7 +119,12 @@ type api struct {
 }
 
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, ListResponse{Projects: a.o.List()})
+	l, err := a.o.List(r.Context())
+	if err != nil {
+		writeError(w, StatusCode(err), err.Error(), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, ListResponse{Projects: l})
 }
 
 // projectID parses the {id} path segment; on error it has answered 400.
@@ -138,9 +138,16 @@ func projectID(w http.ResponseWriter, r *http.Request) (project.ID, bool) {
 }
 
 func (a *api) status(w http.ResponseWriter, r *http.Request) {
-	if id, ok := projectID(w, r); ok {
-		writeJSON(w, http.StatusOK, a.o.Status(id))
+	id, ok := projectID(w, r)
+	if !ok {
+		return
 	}
+	st, err := a.o.Status(r.Context(), id)
+	if err != nil {
+		writeError(w, StatusCode(err), err.Error(), nil)
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
 }
 
 func (a *api) start(w http.ResponseWriter, r *http.Request) {
@@ -156,12 +163,7 @@ func (a *api) stop(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) touch(w http.ResponseWriter, r *http.Request) {
-	a.noBody(w, r, "touch", func(_ context.Context, id project.ID) (orchestrator.ProjectStatus, error) {
-		if err := a.o.Touch(id); err != nil {
-			return orchestrator.ProjectStatus{}, err
-		}
-		return a.o.Status(id), nil
-	})
+	a.noBody(w, r, "touch", a.o.Touch)
 }
 
 // withRequest runs an operation that takes a start request body.

@@ -62,16 +62,19 @@ func (f *fakeOrch) Restart(_ context.Context, id project.ID, req orchestrator.St
 	f.lastReq = req
 	return running(id), f.err
 }
-func (f *fakeOrch) Status(id project.ID) orchestrator.ProjectStatus {
+func (f *fakeOrch) Status(_ context.Context, id project.ID) (orchestrator.ProjectStatus, error) {
 	f.rec("status " + id.String())
-	return running(id)
+	return running(id), nil
 }
-func (f *fakeOrch) List() []orchestrator.ProjectStatus {
+func (f *fakeOrch) List(context.Context) ([]orchestrator.ProjectStatus, error) {
 	f.rec("list")
-	return []orchestrator.ProjectStatus{running(project.MustParse(id))}
+	return []orchestrator.ProjectStatus{running(project.MustParse(id))}, nil
 }
-func (f *fakeOrch) Touch(id project.ID) error { f.rec("touch " + id.String()); return f.err }
-func (f *fakeOrch) Ready() bool               { return f.ready }
+func (f *fakeOrch) Touch(_ context.Context, id project.ID) (orchestrator.ProjectStatus, error) {
+	f.rec("touch " + id.String())
+	return running(id), f.err
+}
+func (f *fakeOrch) Ready() bool { return f.ready }
 
 func newServer(t *testing.T, f *fakeOrch) *httptest.Server {
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "cocalc_k8s_up 1\n") })

@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
 // nowJSON is the current time as the hub writes dates into JSONB (a
@@ -62,23 +64,24 @@ func (c *controller) withLock(ctx context.Context, name string, f func(conn *pgx
 	return true, nil
 }
 
-// handleAction performs one project's pending action request, if any.
-func (c *controller) handleAction(ctx context.Context, id string) {
+// handleAction performs one project's pending action request, if any. An
+// error means it should be retried (the worker does, rate-limited).
+func (c *controller) handleAction(ctx context.Context, id project.ID) error {
 	log := c.log.With("project", id)
-	ok, err := c.withLock(ctx, "action/"+id, func(conn *pgxpool.Conn) {
-		if err := c.claimAndPerform(ctx, conn, id, log); err != nil && ctx.Err() == nil {
-			log.Warn("action request handling failed; will retry", "err", err)
-		}
+	var performErr error
+	ok, err := c.withLock(ctx, "action/"+id.String(), func(conn *pgxpool.Conn) {
+		performErr = c.claimAndPerform(ctx, conn, id, log)
 	})
-	if err != nil && ctx.Err() == nil {
-		log.Warn("cannot claim action request", "err", err)
+	if err != nil {
+		return fmt.Errorf("claim action request: %w", err)
 	}
 	if !ok {
 		log.Debug("action request is handled by another controller")
 	}
+	return performErr
 }
 
-func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id string, log *slog.Logger) error {
+func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id project.ID, log *slog.Logger) error {
 	var raw []byte
 	var runQuota, settings, users []byte
 	err := conn.QueryRow(ctx, `SELECT action_request, run_quota, settings, users FROM projects WHERE project_id = $1`, id).
@@ -117,7 +120,7 @@ func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id
 		return fmt.Errorf("mark started: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		c.markDirty(id) // replaced by a newer request meanwhile
+		c.queue.Add(id) // replaced by a newer request meanwhile: look again
 		return nil
 	}
 	log.Info("performing action request", "action", req.Action)
@@ -141,7 +144,7 @@ func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id
 	}
 	if errors.Is(context.Cause(actx), errSuperseded) {
 		log.Info("action abandoned for a newer request", "action", req.Action)
-		c.markDirty(id)
+		c.queue.Add(id)
 		return nil
 	}
 	if actionErr != nil {
@@ -167,7 +170,7 @@ var errSuperseded = errors.New("superseded by a newer action request")
 // cancelIfSuperseded cancels the performed request when the row now holds a
 // different one (the hub replaced it): the orchestrator then aborts, e.g., a
 // start stuck pulling an image, and the newer request runs next.
-func (c *controller) cancelIfSuperseded(id string, p *performing) {
+func (c *controller) cancelIfSuperseded(id project.ID, p *performing) {
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	var t []byte
@@ -218,7 +221,7 @@ func parseRequest(raw []byte) (actionRequest, string) {
 
 // rejectMalformed records the problem as the request's error and finishes
 // it, so the hub stops waiting and the controller never retries it.
-func (c *controller) rejectMalformed(ctx context.Context, conn *pgxpool.Conn, id string, raw []byte, problem string) error {
+func (c *controller) rejectMalformed(ctx context.Context, conn *pgxpool.Conn, id project.ID, raw []byte, problem string) error {
 	_, err := conn.Exec(ctx, `UPDATE projects SET action_request =
 			CASE WHEN jsonb_typeof(action_request) = 'object'
 				THEN action_request || jsonb_build_object('err', $2::text, 'finished', `+nowJSON+`)
@@ -233,7 +236,7 @@ func (c *controller) rejectMalformed(ctx context.Context, conn *pgxpool.Conn, id
 
 // finish writes finished (and err) if the request is still the same one.
 // A lost connection is retried on fresh ones until ctx ends.
-func (c *controller) finish(ctx context.Context, conn *pgxpool.Conn, id string, reqTime json.RawMessage, actionErr error) error {
+func (c *controller) finish(ctx context.Context, conn *pgxpool.Conn, id project.ID, reqTime json.RawMessage, actionErr error) error {
 	var errText *string
 	if actionErr != nil {
 		s := actionErr.Error()
@@ -245,46 +248,53 @@ func (c *controller) finish(ctx context.Context, conn *pgxpool.Conn, id string, 
 			|| jsonb_build_object('finished', ` + nowJSON + `)
 		WHERE project_id = $1 AND action_request->'time' IS NOT DISTINCT FROM $2::jsonb
 			AND COALESCE(action_request->'finished', 'null'::jsonb) = 'null'::jsonb`
-	tag, err := conn.Exec(ctx, q, id, jsonParam(reqTime), errText)
-	delay := c.cfg.RetryInterval
-	for err != nil && ctx.Err() == nil {
-		c.log.Warn("cannot record finished action; retrying", "project", id, "err", err)
-		if !sleep(ctx, delay) {
-			break
+	var tag pgconn.CommandTag
+	var err error
+	first := true
+	rerr := c.retry(ctx, func(ctx context.Context) (bool, error) {
+		// A lost connection is replaced by a fresh one from the pool.
+		if first {
+			tag, err = conn.Exec(ctx, q, id, jsonParam(reqTime), errText)
+			first = false
+		} else {
+			tag, err = c.pool.Exec(ctx, q, id, jsonParam(reqTime), errText)
 		}
-		delay = min(delay*2, 10*time.Second)
-		tag, err = c.pool.Exec(ctx, q, id, jsonParam(reqTime), errText)
+		if err != nil && ctx.Err() == nil {
+			c.log.Warn("cannot record finished action; retrying", "project", id, "err", err)
+		}
+		return err == nil, nil
+	})
+	if err == nil {
+		err = rerr
 	}
 	if err != nil {
 		return fmt.Errorf("record finished: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		c.markDirty(id) // a new request arrived while performing this one
+		c.queue.Add(id) // a new request arrived while performing this one
 	}
 	return nil
 }
 
-func (c *controller) markDirty(id string) {
-	c.mu.Lock()
-	c.dirty[id] = true
-	c.mu.Unlock()
-}
-
 // perform runs the action through the orchestrator.
-func (c *controller) perform(ctx context.Context, id, action string, runQuota, settings, users []byte) error {
+func (c *controller) perform(ctx context.Context, id project.ID, action string, runQuota, settings, users []byte) error {
 	start := func() error {
 		// The orchestrator creates the home directory before the pod.
+		// The hub leaves run_quota to the cluster side (KuCalc's manage).
+		if rq := c.writeRunQuota(ctx, id.String()); rq != nil {
+			runQuota = rq
+		}
 		q := quotaFor(runQuota, settings, users, c.cfg.DefaultIdleTimeout)
 		env, token, err := c.projectEnv(ctx, id)
 		if err != nil {
 			return err
 		}
-		opts := hubcontrol.StartOptions{ExtraEnv: env}
-		if err := c.startWithin(ctx, id, q.Quota, opts); err != nil {
+		req := orchestrator.StartRequest{Quota: q.Quota, Env: env}
+		if err := c.startWithin(ctx, id, req); err != nil {
 			return err
 		}
 		if token != "" {
-			if err := c.keepTokenInStep(ctx, id, token, q.Quota, opts); err != nil {
+			if err := c.keepTokenInStep(ctx, id, token, req); err != nil {
 				return err
 			}
 		}
@@ -298,7 +308,7 @@ func (c *controller) perform(ctx context.Context, id, action string, runQuota, s
 	stop := func() error {
 		sctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
 		defer cancel()
-		if err := c.projects.Stop(sctx, id); err != nil {
+		if _, err := c.projects.Stop(sctx, id); err != nil {
 			return fmt.Errorf("stop: %w", err)
 		}
 		return nil
@@ -322,9 +332,9 @@ func (c *controller) perform(ctx context.Context, id, action string, runQuota, s
 // unschedulable, image never pulled) leaves no pod behind: the hub's stop
 // only acts on running projects, so a pod left "starting" could be neither
 // stopped nor restarted. The state then says opened, with the reason.
-func (c *controller) startWithin(ctx context.Context, id string, q podtemplate.Quota, opts hubcontrol.StartOptions) error {
+func (c *controller) startWithin(ctx context.Context, id project.ID, req orchestrator.StartRequest) error {
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.StartTimeout)
-	err := c.projects.Start(sctx, id, q, opts)
+	_, err := c.projects.Start(sctx, id, req)
 	cancel()
 	if err == nil {
 		return nil
@@ -339,16 +349,16 @@ func (c *controller) startWithin(ctx context.Context, id string, q podtemplate.Q
 		reason = fmt.Sprintf("not running after %s", c.cfg.StartTimeout)
 	}
 	if st, serr := c.projects.Status(ctx, id); serr == nil {
-		if st.State == hubcontrol.Running {
+		if st.State == state.Running {
 			return nil // it made it after all
 		}
-		if st.Error != "" && !strings.Contains(reason, st.Error) {
-			reason += ": " + st.Error
+		if st.Reason != "" && !strings.Contains(reason, st.Reason) {
+			reason += ": " + st.Reason
 		}
 	}
 	stopCtx, cancelStop := context.WithTimeout(ctx, c.cfg.StopTimeout)
 	defer cancelStop()
-	if serr := c.projects.Stop(stopCtx, id); serr != nil {
+	if _, serr := c.projects.Stop(stopCtx, id); serr != nil {
 		msg := fmt.Sprintf("start failed (%s); removing its pod failed: %v", reason, serr)
 		c.states.Failed(id, msg)
 		return errors.New(msg)
@@ -365,7 +375,7 @@ func (c *controller) startWithin(ctx context.Context, id string, q podtemplate.Q
 // it, and the project then holds a token the hub rejects. After the start
 // the database is read again; if the token changed, the file is rewritten
 // and the project restarted once, since projects read the file at startup.
-func (c *controller) keepTokenInStep(ctx context.Context, id, written string, q podtemplate.Quota, opts hubcontrol.StartOptions) error {
+func (c *controller) keepTokenInStep(ctx context.Context, id project.ID, written string, req orchestrator.StartRequest) error {
 	var now *string
 	if err := c.pool.QueryRow(ctx, `SELECT secret_token FROM projects WHERE project_id = $1`, id).Scan(&now); err != nil {
 		return fmt.Errorf("re-read secret token: %w", err)
@@ -374,16 +384,16 @@ func (c *controller) keepTokenInStep(ctx context.Context, id, written string, q 
 		return nil
 	}
 	c.log.Warn("the hub replaced the secret token during the start; restarting the project with it", "project", id)
-	if err := c.cfg.Files.WriteFile(id, secretTokenFile, []byte(*now), 0o600); err != nil {
+	if err := c.cfg.Files.WriteFile(id.String(), secretTokenFile, []byte(*now), 0o600); err != nil {
 		return fmt.Errorf("write secret token: %w", err)
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
-	err := c.projects.Stop(sctx, id)
+	_, err := c.projects.Stop(sctx, id)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("stop: %w", err)
 	}
-	return c.startWithin(ctx, id, q, opts)
+	return c.startWithin(ctx, id, req)
 }
 
 // secretTokenLength is current CoCalc's SECRET_TOKEN_LENGTH.
@@ -399,7 +409,7 @@ const secretTokenFile = ".cocalc-k8s/secret-token"
 // to the project), the data directory, the user's extra variables from
 // projects.env (COCALC_EXTRA_ENV, base64 JSON) and the configured variables.
 // It also returns the token written ("" when the schema has none).
-func (c *controller) projectEnv(ctx context.Context, id string) (map[string]string, string, error) {
+func (c *controller) projectEnv(ctx context.Context, id project.ID) (map[string]string, string, error) {
 	env := map[string]string{}
 	data := path.Join(c.cfg.ProjectHome, ".smc")
 	env["DATA"], env["LOGS"] = data, data
@@ -410,7 +420,7 @@ func (c *controller) projectEnv(ctx context.Context, id string) (map[string]stri
 		if err != nil {
 			return nil, "", err
 		}
-		if err := c.cfg.Files.WriteFile(id, secretTokenFile, []byte(token), 0o600); err != nil {
+		if err := c.cfg.Files.WriteFile(id.String(), secretTokenFile, []byte(token), 0o600); err != nil {
 			return nil, "", fmt.Errorf("write secret token: %w", err)
 		}
 		env["COCALC_SECRET_TOKEN"] = path.Join(c.cfg.ProjectHome, secretTokenFile)
@@ -435,7 +445,7 @@ func (c *controller) projectEnv(ctx context.Context, id string) (map[string]stri
 // secretToken returns the project's secret token, creating it the way the
 // hub does (getProjectSecretToken) when missing; the UPDATE keeps a token a
 // hub wrote concurrently.
-func (c *controller) secretToken(ctx context.Context, id string) (string, error) {
+func (c *controller) secretToken(ctx context.Context, id project.ID) (string, error) {
 	fresh, err := randomToken(secretTokenLength)
 	if err != nil {
 		return "", err
@@ -469,21 +479,27 @@ func randomToken(n int) (string, error) {
 
 // refreshState writes the project's current state right after an action,
 // before the action is marked finished. It reports whether the state was
-// written; reading it from the orchestrator is tried a few times.
-func (c *controller) refreshState(ctx context.Context, id string) bool {
-	delay := c.cfg.RetryInterval
-	for attempt := 0; ; attempt++ {
-		st, err := c.projects.Status(ctx, id)
-		if err == nil {
-			return c.states.WriteNow(ctx, st) == nil
+// written; reading it from the orchestrator is tried for up to
+// refreshAttempts steps of the backoff.
+func (c *controller) refreshState(ctx context.Context, id project.ID) bool {
+	var st orchestrator.ProjectStatus
+	attempts := 0
+	err := c.retry(ctx, func(ctx context.Context) (bool, error) {
+		var err error
+		if st, err = c.projects.Status(ctx, id); err == nil {
+			return true, nil
 		}
 		c.log.Warn("cannot read state after action", "project", id, "err", err)
-		if attempt == 4 || !sleep(ctx, delay) {
-			return false
+		if attempts++; attempts == refreshAttempts {
+			return false, err
 		}
-		delay = min(delay*2, 10*time.Second)
-	}
+		return false, nil
+	})
+	return err == nil && c.states.WriteNow(ctx, st) == nil
 }
+
+// refreshAttempts bounds reading the state after an action.
+const refreshAttempts = 5
 
 // hubPayloadProjectID extracts the project_id from a synctable trigger
 // notification: ["UPDATE", {"project_id": ...}, {"project_id": ...}].

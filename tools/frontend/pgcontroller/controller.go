@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime/debug"
@@ -37,10 +38,12 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/util/workqueue"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
 // Config configures the controller. Zero durations take the defaults.
@@ -95,7 +98,9 @@ type Config struct {
 	// CopyWorkers bounds concurrent copy_paths rows (4); two copies that
 	// involve the same project never run at once.
 	CopyWorkers int
-	// RetryInterval is the first delay after a database error (500ms).
+	// RetryInterval is the first delay after an error (500ms): of the one
+	// retry schedule (backoff) and of a request's rate-limited retries,
+	// doubling up to maxRetryDelay.
 	RetryInterval time.Duration
 
 	// copyFiles replaces Files.Copy in tests (a copy that hangs until its
@@ -161,19 +166,21 @@ type controller struct {
 	cfg      Config
 	log      *slog.Logger
 	pool     *pgxpool.Pool
-	projects hubcontrol.Watcher
+	projects orchestrator.Watcher
 	states   *stateWriter
+	// queue holds projects whose action request needs a look. It never
+	// holds a project twice, and a project added while a worker handles it
+	// is handled again afterwards; failures are retried rate-limited.
+	queue workqueue.TypedRateLimitingInterface[project.ID]
 
-	mu       sync.Mutex
-	queued   map[string]bool
-	inflight map[string]bool
+	mu sync.Mutex
+	// inflight: projects a worker is handling now.
+	inflight map[project.ID]bool
 	// running maps a project to the request being performed, so a newer
 	// request (e.g. stop while an image pull drags on) can cancel it.
-	running map[string]*performing
-	dirty   map[string]bool
-	queue   chan string
+	running map[project.ID]*performing
 	// stuckSince is when a pod was first seen starting with an error.
-	stuckSince map[string]time.Time
+	stuckSince map[project.ID]time.Time
 
 	// Optional columns of newer hub schemas (found by checkSchema).
 	hasSecretToken, hasEnv bool
@@ -186,7 +193,7 @@ type controller struct {
 // Run serves the protocol until ctx ends. Database outages are retried
 // forever; the returned error is ctx's end (nil) or a configuration error
 // (unusable connection string, tables or columns the hub would have).
-func Run(ctx context.Context, cfg Config, projects hubcontrol.Watcher) error {
+func Run(ctx context.Context, cfg Config, projects orchestrator.Watcher) error {
 	cfg.setDefaults()
 	if !filepath.IsAbs(cfg.Files.Dir) {
 		return fmt.Errorf("pgcontroller: Files.Dir (the project homes root) must be an absolute path, got %q", cfg.Files.Dir)
@@ -210,11 +217,17 @@ func Run(ctx context.Context, cfg Config, projects hubcontrol.Watcher) error {
 
 	c := &controller{
 		cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), pool: pool, projects: projects,
-		queued: map[string]bool{}, inflight: map[string]bool{}, dirty: map[string]bool{}, running: map[string]*performing{}, stuckSince: map[string]time.Time{},
-		queue:   make(chan string, 4096),
+		inflight: map[project.ID]bool{}, running: map[project.ID]*performing{}, stuckSince: map[project.ID]time.Time{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(rateLimiter(cfg),
+			workqueue.TypedRateLimitingQueueConfig[project.ID]{Name: "pgcontroller-actions"}),
 		scanNow: make(chan struct{}, 1), copyNow: make(chan struct{}, 1), resyncCh: make(chan struct{}, 1),
 	}
 	c.states = newStateWriter(c)
+	go func() {
+		<-ctx.Done()
+		c.queue.ShutDown()
+		c.states.queue.ShutDown()
+	}()
 
 	if err := c.waitForSchema(ctx); err != nil {
 		return err
@@ -245,25 +258,44 @@ var requiredColumns = map[string][]string{
 	"copy_paths": {"id", "time", "source_project_id", "source_path", "target_project_id", "target_path", "overwrite_newer", "delete_missing", "backup", "public", "exclude", "timeout", "scheduled", "started", "finished", "error", "expire"},
 }
 
+// maxRetryDelay caps the retry schedule and the rate-limited retries.
+const maxRetryDelay = 10 * time.Second
+
+// backoff is the one retry schedule of the controller (database or
+// orchestrator errors): RetryInterval doubling up to maxRetryDelay, with
+// jitter, then every maxRetryDelay until the context ends.
+func (c *controller) backoff() wait.Backoff {
+	return wait.Backoff{Duration: c.cfg.RetryInterval, Factor: 2, Jitter: 0.1, Steps: math.MaxInt32, Cap: maxRetryDelay}
+}
+
+// retry calls f at once and then on the backoff schedule until it reports
+// done or fails for good (a non-nil error), or ctx ends (ctx's error).
+func (c *controller) retry(ctx context.Context, f func(context.Context) (done bool, err error)) error {
+	return c.backoff().DelayFunc().Until(ctx, true, false, f)
+}
+
+// rateLimiter paces a failed project's retries: RetryInterval doubling up
+// to maxRetryDelay per project, reset when handling succeeds.
+func rateLimiter(cfg Config) workqueue.TypedRateLimiter[project.ID] {
+	return workqueue.NewTypedItemExponentialFailureRateLimiter[project.ID](cfg.RetryInterval, maxRetryDelay)
+}
+
 // waitForSchema retries until the database answers, then checks that the
 // hub's tables exist (a wrong database is a configuration error).
 func (c *controller) waitForSchema(ctx context.Context) error {
-	delay := c.cfg.RetryInterval
-	for {
+	err := c.retry(ctx, func(ctx context.Context) (bool, error) {
 		err := c.checkSchema(ctx)
-		if err == nil {
-			return nil
-		}
 		var se schemaError
-		if errors.As(err, &se) {
-			return err
+		if err == nil || errors.As(err, &se) {
+			return true, err
 		}
-		c.log.Warn("database not reachable, retrying", "err", err, "in", delay)
-		if !sleep(ctx, delay) {
-			return nil
-		}
-		delay = min(delay*2, 10*time.Second)
+		c.log.Warn("database not reachable, retrying", "err", err)
+		return false, nil
+	})
+	if ctx.Err() != nil {
+		return nil
 	}
+	return err
 }
 
 type schemaError struct{ missing []string }
@@ -355,17 +387,17 @@ func createTriggerOnce(name, create string) string {
 // After every (re)connect it requests a full scan: notifications sent while
 // disconnected are lost.
 func (c *controller) listen(ctx context.Context) {
-	delay := c.cfg.RetryInterval
 	for ctx.Err() == nil {
-		err := c.listenOnce(ctx, func() { delay = c.cfg.RetryInterval })
-		if ctx.Err() != nil {
-			return
-		}
-		c.log.Warn("notification connection lost, reconnecting", "err", err, "in", delay)
-		if !sleep(ctx, delay) {
-			return
-		}
-		delay = min(delay*2, 10*time.Second)
+		_ = c.retry(ctx, func(ctx context.Context) (bool, error) {
+			connected := false
+			err := c.listenOnce(ctx, func() { connected = true })
+			if ctx.Err() != nil {
+				return true, nil
+			}
+			c.log.Warn("notification connection lost, reconnecting", "err", err)
+			// After a working connection the schedule starts afresh.
+			return connected, nil
+		})
 	}
 }
 
@@ -448,55 +480,56 @@ func (c *controller) pendingProjects(ctx context.Context) ([]string, error) {
 	return pgx.CollectRows(rows, pgx.RowTo[string])
 }
 
-// enqueue schedules a project's request; a project already being handled is
-// looked at again when its current handling ends.
-func (c *controller) enqueue(id string) {
-	if _, err := project.Parse(id); err != nil {
-		c.log.Warn("ignoring an action request for an invalid project ID", "project", truncate(id, 64), "err", err)
+// enqueue schedules a project's request (an ID from the database or a
+// notification; one that project.Parse refuses is logged and dropped). A
+// project being handled is looked at again when its handling ends, and the
+// request it performs is cancelled if a newer one replaced it.
+func (c *controller) enqueue(rawID string) {
+	id, err := project.Parse(rawID)
+	if err != nil {
+		c.log.Warn("ignoring an action request for an invalid project ID", "project", truncate(rawID, 64), "err", err)
 		return
 	}
+	c.enqueueID(id)
+}
+
+func (c *controller) enqueueID(id project.ID) {
+	c.queue.Add(id)
 	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.inflight[id] {
-		c.dirty[id] = true
-		if p := c.running[id]; p != nil {
-			go c.cancelIfSuperseded(id, p)
-		}
-		return
-	}
-	if c.queued[id] {
-		return
-	}
-	select {
-	case c.queue <- id:
-		c.queued[id] = true
-	default: // full: the next scan picks it up
+	p := c.running[id]
+	c.mu.Unlock()
+	if p != nil {
+		go c.cancelIfSuperseded(id, p)
 	}
 }
 
+// worker handles queued projects until the queue shuts down.
 func (c *controller) worker(ctx context.Context) {
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case id := <-c.queue:
-			c.mu.Lock()
-			delete(c.queued, id)
-			c.inflight[id] = true
-			c.mu.Unlock()
-
-			c.safely("action request of "+id, func() { c.handleAction(ctx, id) })
-
-			c.mu.Lock()
-			delete(c.inflight, id)
-			again := c.dirty[id]
-			delete(c.dirty, id)
-			c.mu.Unlock()
-			if again && ctx.Err() == nil {
-				c.enqueue(id)
-			}
-		}
+	for c.handleNext(ctx) {
 	}
+}
+
+func (c *controller) handleNext(ctx context.Context) bool {
+	id, shutdown := c.queue.Get()
+	if shutdown {
+		return false
+	}
+	defer c.queue.Done(id)
+	c.mu.Lock()
+	c.inflight[id] = true
+	c.mu.Unlock()
+	err := errors.New("panic")
+	c.safely("action request of "+id.String(), func() { err = c.handleAction(ctx, id) })
+	c.mu.Lock()
+	delete(c.inflight, id)
+	c.mu.Unlock()
+	if err != nil && ctx.Err() == nil {
+		c.log.Warn("action request handling failed; will retry", "project", id, "err", err, "in", c.queue.NumRequeues(id)+1)
+		c.queue.AddRateLimited(id)
+		return true
+	}
+	c.queue.Forget(id)
+	return true
 }
 
 // safely runs f and turns a panic into an error log: one request with data
@@ -514,16 +547,5 @@ func kick(ch chan struct{}) {
 	select {
 	case ch <- struct{}{}:
 	default:
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-		return false
-	case <-t.C:
-		return true
 	}
 }

@@ -21,9 +21,11 @@ import (
 
 	"gitlab.com/resurgo/cocalc-kubernetes/test/pg"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol/hubcontroltest"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator/orchestratortest"
 )
 
 // One PostgreSQL server for the package; every test gets its own database.
@@ -58,7 +60,7 @@ type env struct {
 	t     *testing.T
 	url   string
 	pool  *pgxpool.Pool
-	fake  *hubcontroltest.Fake
+	fake  *orchestratortest.Fake
 	files projectfiles.Store
 }
 
@@ -82,7 +84,7 @@ func newEnv(t *testing.T, srv *pg.Server) *env {
 	if os.Getuid() == 0 {
 		uid = projectfiles.DefaultUID
 	}
-	return &env{t: t, url: url, pool: pool, fake: hubcontroltest.New(),
+	return &env{t: t, url: url, pool: pool, fake: orchestratortest.New(),
 		files: projectfiles.Store{Dir: filepath.Join(t.TempDir(), "home"), UID: uid, GID: uid}}
 }
 
@@ -97,7 +99,7 @@ func (e *env) config() Config {
 }
 
 // start runs a controller until the test ends (or stop is called).
-func (e *env) start(cfg Config, projects hubcontrol.Watcher) (stop func() error) {
+func (e *env) start(cfg Config, projects orchestrator.Watcher) (stop func() error) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Run(ctx, cfg, projects) }()
@@ -185,7 +187,9 @@ func TestStartStopRestart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, sharedServer(t))
 	e.addProject(p1)
-	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 2, "cpu_request": 0.25, "memory_limit": 3000, "network": true, "idle_timeout": 3600}',
+	// Admin upgrades in settings; the controller computes run_quota from
+	// them on start, as KuCalc's manage did.
+	e.exec(`UPDATE projects SET settings = '{"cores": 2, "cpu_shares": 256, "memory": 3000, "network": 1, "mintime": 3600}',
 		action_request = '{"action": "start", "err": "old failure", "finished": "2020-01-01T00:00:00.000Z"}' WHERE project_id = $1`, p1)
 	e.exec(`UPDATE projects SET env = '{"MY_VAR": "42"}' WHERE project_id = $1`, p1)
 	cfg := e.config()
@@ -202,7 +206,7 @@ func TestStartStopRestart(t *testing.T) {
 		return st["state"] == "running" && st["ip"] != nil && st["time"] != nil
 	})
 	calls := e.fake.Calls("start")
-	if len(calls) != 1 || calls[0].Quota != (podtemplate.Quota{Cores: 2, MemoryMiB: 3000, CPUShares: 250, Network: true, IdleTimeoutSeconds: 3600}) {
+	if len(calls) != 1 || calls[0].Request.Quota != (podtemplate.Quota{Cores: 2, MemoryMiB: 3000, CPUShares: 250, Network: true, IdleTimeoutSeconds: 3600}) {
 		t.Errorf("start calls %+v", calls)
 	}
 	// The environment of the hub's multi-user mode, and the secret token
@@ -214,7 +218,7 @@ func TestStartStopRestart(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(e.files.ProjectPath(p1), secretTokenFile)); err != nil || string(b) != token {
 		t.Errorf("secret token file %q %v", b, err)
 	}
-	env := calls[0].Options.ExtraEnv
+	env := calls[0].Request.Env
 	extra, _ := base64.StdEncoding.DecodeString(env["COCALC_EXTRA_ENV"])
 	if env["COCALC_SECRET_TOKEN"] != "/home/user/.cocalc-k8s/secret-token" || env["DATA"] != "/home/user/.smc" ||
 		env["CONAT_SERVER"] != "http://cocalc-hub:5000" || string(extra) != `{"MY_VAR": "42"}` {
@@ -246,7 +250,7 @@ func TestStartFailureIsRecorded(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, sharedServer(t))
 	e.addProject(p1)
-	e.fake.StartErr = func(id string) error { return errors.New("image pull failed: ErrImagePull") }
+	e.fake.StartErr = func(id project.ID) error { return errors.New("image pull failed: ErrImagePull") }
 	e.start(e.config(), e.fake)
 	e.request(p1, "start")
 	req := e.waitFinished(p1)
@@ -283,7 +287,7 @@ func TestConcurrentControllersStartEachProjectOnce(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // give a duplicate a chance to show
 	for _, id := range ids {
-		if n := e.fake.CountCalls("start", id); n != 1 {
+		if n := e.fake.CountCalls("start", project.ID(id)); n != 1 {
 			t.Errorf("project %s started %d times", id, n)
 		}
 	}
@@ -364,7 +368,7 @@ func TestCrashBetweenStartedAndFinishedIsRecovered(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, sharedServer(t))
 	e.addProject(p1)
-	stuck := hubcontroltest.New()
+	stuck := orchestratortest.New()
 	stuck.StartDelay = time.Hour
 	stopA := e.start(e.config(), stuck)
 	e.request(p1, "start")
@@ -402,7 +406,7 @@ func TestDatabaseRestartMidRun(t *testing.T) {
 
 	srv.Stop()
 	// A pod event while the database is down must not be lost.
-	e.fake.Set(hubcontrol.Status{ProjectID: p1, State: hubcontrol.Starting, Error: "CrashLoopBackOff"})
+	e.fake.Set(orchestrator.ProjectStatus{ProjectID: p1, Status: state.Status{State: state.Starting, Reason: "CrashLoopBackOff"}})
 	time.Sleep(300 * time.Millisecond)
 	srv.Restart()
 
@@ -505,7 +509,7 @@ func TestIdleProjectsAreStopped(t *testing.T) {
 	e := newEnv(t, sharedServer(t))
 	for _, id := range []string{p1, p2, p3} {
 		e.addProject(id)
-		if err := e.fake.Start(context.Background(), id, podtemplate.Quota{}, hubcontrol.StartOptions{}); err != nil {
+		if _, err := e.fake.Start(context.Background(), project.ID(id), orchestrator.StartRequest{}); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -523,10 +527,10 @@ func TestIdleProjectsAreStopped(t *testing.T) {
 	}
 	time.Sleep(200 * time.Millisecond) // several more idle checks
 	for _, id := range []string{p2, p3} {
-		if n := e.fake.CountCalls("stop", id); n != 0 {
+		if n := e.fake.CountCalls("stop", project.ID(id)); n != 0 {
 			t.Errorf("%s stopped though not idle", id)
 		}
-		if e.fake.CountCalls("touch", id) == 0 {
+		if e.fake.CountCalls("touch", project.ID(id)) == 0 {
 			t.Errorf("active project %s not touched (the orchestrator's sweep would stop it)", id)
 		}
 	}
@@ -540,7 +544,7 @@ func TestResyncMarksVanishedPodsOpened(t *testing.T) {
 	e := newEnv(t, sharedServer(t))
 	e.addProject(p1)
 	e.addProject(p2)
-	if err := e.fake.Start(context.Background(), p1, podtemplate.Quota{}, hubcontrol.StartOptions{}); err != nil {
+	if _, err := e.fake.Start(context.Background(), p1, orchestrator.StartRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	e.exec(`UPDATE projects SET state = '{"state": "running", "ip": "10.9.9.9"}' WHERE project_id = $1`, p2) // its pod is gone
@@ -559,15 +563,15 @@ func TestWrongDatabaseIsAConfigurationError(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	files := projectfiles.Store{Dir: t.TempDir(), UID: -1, GID: -1}
-	err := Run(ctx, Config{ConnString: url, Files: files, RetryInterval: 10 * time.Millisecond}, hubcontroltest.New())
+	err := Run(ctx, Config{ConnString: url, Files: files, RetryInterval: 10 * time.Millisecond}, orchestratortest.New())
 	var se schemaError
 	if !errors.As(err, &se) || len(se.missing) == 0 {
 		t.Errorf("got %v", err)
 	}
-	if err := Run(ctx, Config{ConnString: "postgres://%zz", Files: files}, hubcontroltest.New()); err == nil {
+	if err := Run(ctx, Config{ConnString: "postgres://%zz", Files: files}, orchestratortest.New()); err == nil {
 		t.Error("bad connection string accepted")
 	}
-	if err := Run(ctx, Config{ConnString: url}, hubcontroltest.New()); err == nil || !strings.Contains(err.Error(), "absolute") {
+	if err := Run(ctx, Config{ConnString: url}, orchestratortest.New()); err == nil || !strings.Contains(err.Error(), "absolute") {
 		t.Errorf("missing homes root accepted: %v", err)
 	}
 }

@@ -188,16 +188,15 @@ func (c *controller) finishCopy(ctx context.Context, conn *pgxpool.Conn, id stri
 		errText = &s
 	}
 	const q = `UPDATE copy_paths SET finished = now() AT TIME ZONE 'UTC', error = $2 WHERE id = $1`
-	_, err := conn.Exec(ctx, q, id, errText)
-	delay := c.cfg.RetryInterval
-	for err != nil && ctx.Err() == nil {
-		log.Warn("cannot record finished copy; retrying", "err", err)
-		if !sleep(ctx, delay) {
-			return
+	exec := conn.Exec
+	_ = c.retry(ctx, func(ctx context.Context) (bool, error) {
+		_, err := exec(ctx, q, id, errText)
+		if err != nil && ctx.Err() == nil {
+			log.Warn("cannot record finished copy; retrying", "err", err)
+			exec = c.pool.Exec // a lost connection is replaced by a fresh one
 		}
-		delay = min(delay*2, 10*time.Second)
-		_, err = c.pool.Exec(ctx, q, id, errText)
-	}
+		return err == nil, nil
+	})
 }
 
 // ErrNotPublic fails a copy_paths row with public = true whose source is

@@ -13,8 +13,10 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol/hubcontroltest"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator/orchestratortest"
 )
 
 // These tests hold the controller to what current CoCalc's hub
@@ -23,12 +25,12 @@ import (
 
 // silentWatch is the fake without watch events: the controller learns the
 // state only from its own reads after an action.
-type silentWatch struct{ *hubcontroltest.Fake }
+type silentWatch struct{ *orchestratortest.Fake }
 
-func (silentWatch) Watch(ctx context.Context) (<-chan hubcontrol.Status, error) {
-	ch := make(chan hubcontrol.Status)
+func (silentWatch) Watch(ctx context.Context) <-chan orchestrator.ProjectStatus {
+	ch := make(chan orchestrator.ProjectStatus)
 	go func() { <-ctx.Done(); close(ch) }()
-	return ch, nil
+	return ch
 }
 
 // TestFinishedOnlyAfterStateIsRunning: the hub's start waits for
@@ -92,7 +94,7 @@ func TestSecretTokenRaceWithTheHub(t *testing.T) {
 	hubToken := strings.Repeat("H", secretTokenLength)
 	var once sync.Once
 	var hubErr atomic.Value
-	e.fake.StartErr = func(id string) error {
+	e.fake.StartErr = func(id project.ID) error {
 		// The hub read no token before the controller wrote one; its
 		// UPDATE arrives while the pod starts.
 		once.Do(func() {
@@ -117,7 +119,7 @@ func TestSecretTokenRaceWithTheHub(t *testing.T) {
 	if token != hubToken {
 		t.Fatalf("database token %q, want the hub's", token)
 	}
-	if got := readTokenFile(t, e, e.fake.Calls("start")[0].Options.ExtraEnv); got != hubToken {
+	if got := readTokenFile(t, e, e.fake.Calls("start")[0].Request.Env); got != hubToken {
 		t.Errorf("token file %q, want the hub's %q", got, hubToken)
 	}
 	if n := e.fake.CountCalls("start", p1); n != 2 {
@@ -137,7 +139,7 @@ func TestSecretTokenSurvivesAClearedDataDir(t *testing.T) {
 	if req := e.waitFinished(p1); req["err"] != nil {
 		t.Fatalf("start: %v", req["err"])
 	}
-	env := e.fake.Calls("start")[0].Options.ExtraEnv
+	env := e.fake.Calls("start")[0].Request.Env
 	if !strings.HasPrefix(env["DATA"], "/home/user/") {
 		t.Fatalf("DATA %q", env["DATA"])
 	}
@@ -200,7 +202,7 @@ func TestTimestampsInADatabaseNotInUTC(t *testing.T) {
 		e.addProject(id)
 	}
 	for _, id := range []string{p1, p2} {
-		e.fake.Set(hubcontrol.Status{ProjectID: id, State: hubcontrol.Running, IP: "10.0.0.9"})
+		e.fake.Set(orchestrator.ProjectStatus{ProjectID: project.ID(id), Status: state.Status{State: state.Running, IP: "10.0.0.9"}})
 	}
 	hubExec(`UPDATE projects SET state = '{"state": "running", "ip": "10.0.0.9"}', run_quota = '{"cpu_limit": 1, "idle_timeout": 1800}',
 		last_started = NOW() - interval '3 hours' WHERE project_id IN ($1, $2)`, p1, p2)
@@ -242,12 +244,12 @@ func TestStuckStartIsRemovedAndReported(t *testing.T) {
 	e.addProject(p1)
 	var stuck atomic.Bool
 	stuck.Store(true)
-	e.fake.StartErr = func(id string) error {
+	e.fake.StartErr = func(id project.ID) error {
 		if !stuck.Load() {
 			return nil
 		}
 		// The pod exists and crash-loops until the orchestrator gives up.
-		e.fake.Set(hubcontrol.Status{ProjectID: id, State: hubcontrol.Starting, Error: "CrashLoopBackOff"})
+		e.fake.Set(orchestrator.ProjectStatus{ProjectID: id, Status: state.Status{State: state.Starting, Reason: "CrashLoopBackOff"}})
 		time.Sleep(400 * time.Millisecond)
 		return fmt.Errorf("start %s: timed out, project is starting: CrashLoopBackOff: %w", id, context.DeadlineExceeded)
 	}
@@ -264,7 +266,7 @@ func TestStuckStartIsRemovedAndReported(t *testing.T) {
 		_, st := e.row(p1)
 		return st["state"] == "opened" && strings.Contains(fmt.Sprint(st["error"]), "CrashLoopBackOff")
 	})
-	if st, _ := e.fake.Status(context.Background(), p1); st.State != hubcontrol.Opened {
+	if st, _ := e.fake.Status(context.Background(), p1); st.State != state.Opened {
 		t.Errorf("pod still there: %+v", st)
 	}
 	time.Sleep(100 * time.Millisecond) // late watch events must not clear the reason
@@ -297,7 +299,11 @@ func TestAlwaysRunningProjectsAreRestarted(t *testing.T) {
 	for _, id := range []string{p1, p2, p3, p4} {
 		e.addProject(id)
 	}
-	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 1, "memory_limit": 1000, "always_running": true}' WHERE project_id IN ($1, $2)`, p1, p2)
+	// run_quota as left by an earlier start; the site license the hub's
+	// hook recorded keeps always_running when it is recomputed.
+	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 1, "memory_limit": 1000, "always_running": true}',
+		site_license = '{"0b3e6c55-0000-4000-8000-000000000001": {"quota": {"always_running": true, "member": true, "ram": 1}, "status": "active"}}'
+		WHERE project_id IN ($1, $2)`, p1, p2)
 	e.exec(`UPDATE projects SET deleted = true WHERE project_id = $1`, p2)
 	e.exec(`UPDATE projects SET settings = '{"always_running": 1}', state = NULL WHERE project_id = $1`, p3)
 	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 1, "memory_limit": 1000, "always_running": false}' WHERE project_id = $1`, p4)
@@ -309,7 +315,7 @@ func TestAlwaysRunningProjectsAreRestarted(t *testing.T) {
 		eventually(t, id+" started", func() bool { _, st := e.row(id); return st["state"] == "running" })
 	}
 	// The pod dies (node lost, evicted, deleted by hand).
-	e.fake.Set(hubcontrol.Status{ProjectID: p1, State: hubcontrol.Opened})
+	e.fake.Set(orchestrator.ProjectStatus{ProjectID: p1, Status: state.Status{State: state.Opened}})
 	eventually(t, "restarted after its pod died", func() bool {
 		_, st := e.row(p1)
 		return e.fake.CountCalls("start", p1) == 2 && st["state"] == "running"
@@ -338,7 +344,7 @@ func TestCrashLoopAfterRunningIsRemoved(t *testing.T) {
 	if req := e.waitFinished(p1); req["err"] != nil {
 		t.Fatalf("start: %v", req["err"])
 	}
-	e.fake.Set(hubcontrol.Status{ProjectID: p1, State: hubcontrol.Starting, Error: "CrashLoopBackOff"})
+	e.fake.Set(orchestrator.ProjectStatus{ProjectID: p1, Status: state.Status{State: state.Starting, Reason: "CrashLoopBackOff"}})
 	eventually(t, "opened with the reason", func() bool {
 		_, st := e.row(p1)
 		return st["state"] == "opened" && strings.Contains(fmt.Sprint(st["error"]), "CrashLoopBackOff")
@@ -358,8 +364,8 @@ func TestAlwaysRunningBacksOffAfterAFailedStart(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, sharedServer(t))
 	e.addProject(p1)
-	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 1, "always_running": true}' WHERE project_id = $1`, p1)
-	e.fake.StartErr = func(string) error { return fmt.Errorf("ErrImagePull") }
+	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 1, "always_running": true}', settings = '{"always_running": 1}' WHERE project_id = $1`, p1)
+	e.fake.StartErr = func(project.ID) error { return fmt.Errorf("ErrImagePull") }
 	cfg := e.config()
 	cfg.AlwaysRunningInterval = 50 * time.Millisecond
 	e.start(cfg, e.fake)

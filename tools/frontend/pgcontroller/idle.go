@@ -6,7 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
 )
 
 // idleLoop requests a stop for running projects that are idle: last_edited
@@ -61,11 +62,14 @@ func (c *controller) stopIdle(ctx context.Context) error {
 	// database knows about edits. Touching active projects keeps the sweep
 	// from stopping someone's work (the 2020 system's "restarts every 10
 	// minutes while people are working").
-	if t, ok := c.projects.(hubcontrol.Toucher); ok {
-		for _, id := range active {
-			if err := t.Touch(ctx, id); err != nil {
-				c.log.Warn("cannot record project activity", "project", id, "err", err)
-			}
+	for _, raw := range active {
+		id, err := project.Parse(raw)
+		if err != nil {
+			c.log.Warn("ignoring a running project with an invalid ID", "project", truncate(raw, 64), "err", err)
+			continue
+		}
+		if _, err := c.projects.Touch(ctx, id); err != nil {
+			c.log.Warn("cannot record project activity", "project", id, "err", err)
 		}
 	}
 	for _, id := range idle {
@@ -176,9 +180,9 @@ func (c *controller) removeStuck(ctx context.Context) error {
 		return err
 	}
 	now := time.Now()
-	seen := map[string]bool{}
+	seen := map[project.ID]bool{}
 	for _, s := range list {
-		if s.State != hubcontrol.Starting || s.Error == "" {
+		if s.State != state.Starting || s.Reason == "" {
 			continue
 		}
 		seen[s.ProjectID] = true
@@ -194,14 +198,14 @@ func (c *controller) removeStuck(ctx context.Context) error {
 			continue
 		}
 		sctx, cancel := context.WithTimeout(ctx, c.cfg.StopTimeout)
-		err := c.projects.Stop(sctx, s.ProjectID)
+		_, err := c.projects.Stop(sctx, s.ProjectID)
 		cancel()
 		if err != nil {
 			c.log.Warn("cannot remove a stuck pod", "project", s.ProjectID, "err", err)
 			continue
 		}
-		reason := fmt.Sprintf("not running for %s (%s); the project's pod was removed", c.cfg.StartTimeout, s.Error)
-		c.log.Warn("removed a stuck pod", "project", s.ProjectID, "reason", s.Error)
+		reason := fmt.Sprintf("not running for %s (%s); the project's pod was removed", c.cfg.StartTimeout, s.Reason)
+		c.log.Warn("removed a stuck pod", "project", s.ProjectID, "reason", s.Reason)
 		c.states.Failed(s.ProjectID, reason)
 		c.mu.Lock()
 		delete(c.stuckSince, s.ProjectID)

@@ -6,7 +6,6 @@ import (
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol/orchestrated"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
@@ -18,7 +17,7 @@ import (
 // (timeouts.startSeconds, stopSeconds) and the default idle timeout
 // (resources.default.idleTimeoutSeconds).
 func RunWithOrchestrator(ctx context.Context, cfg Config, o *orchestrator.Orchestrator, tpl *podtemplate.Template) error {
-	return Run(ctx, withTemplate(cfg, tpl), orchestrated.Adapter{Core: orchestrated.Local(o)})
+	return Run(ctx, withTemplate(cfg, tpl), o)
 }
 
 // templateMargin lets the orchestrator's own start/stop deadline (same

@@ -26,17 +26,35 @@ type kubelet struct {
 	mu      sync.Mutex
 	pods    map[string]*corev1.Pod
 	waiters map[string]chan struct{}
+	subs    map[int]func(string)
+	nextSub int
 	next    int
 }
 
 func newKubelet() *kubelet {
-	return &kubelet{pods: map[string]*corev1.Pod{}, waiters: map[string]chan struct{}{}}
+	return &kubelet{pods: map[string]*corev1.Pod{}, waiters: map[string]chan struct{}{}, subs: map[int]func(string){}}
 }
 
 func (k *kubelet) fire(name string) {
 	if ch, ok := k.waiters[name]; ok {
 		close(ch)
 		delete(k.waiters, name)
+	}
+	for _, fn := range k.subs {
+		fn(name)
+	}
+}
+
+func (k *kubelet) Subscribe(fn func(string)) func() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.nextSub++
+	id := k.nextSub
+	k.subs[id] = fn
+	return func() {
+		k.mu.Lock()
+		delete(k.subs, id)
+		k.mu.Unlock()
 	}
 }
 
@@ -120,7 +138,7 @@ func TestWithTheOrchestratorCore(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, sharedServer(t))
 	e.addProject(p1)
-	e.exec(`UPDATE projects SET run_quota = '{"cpu_limit": 64, "memory_limit": 3000, "network": true, "idle_timeout": 600}' WHERE project_id = $1`, p1)
+	e.exec(`UPDATE projects SET settings = '{"cores": 64, "memory": 3000, "network": 1}' WHERE project_id = $1`, p1)
 
 	tpl := fixture.Template()
 	kube := newKubelet()

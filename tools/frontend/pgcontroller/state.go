@@ -5,48 +5,55 @@ import (
 	"sync"
 	"time"
 
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
+	"k8s.io/client-go/util/workqueue"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
 // stateWriter mirrors pod states into projects.state and projects.status.
-// It keeps only the latest status per project and retries writes while the
-// database is away, so no change is lost across a database restart. Writes
-// are serialised and always take the latest status, so a slow background
-// flush never overwrites a newer state written by WriteNow.
+// It keeps only the latest status per project in pending and a work queue
+// of projects to write; a failed write is retried rate-limited, so no
+// change is lost across a database restart. Writes are serialised and
+// always take the latest status, so a queued write never overwrites a newer
+// state written by WriteNow.
 type stateWriter struct {
 	c       *controller
 	mu      sync.Mutex
-	pending map[string]hubcontrol.Status
+	pending map[project.ID]orchestrator.ProjectStatus
 	// failed holds why a project's start failed and its pod was removed:
 	// it is reported with "opened" until the project starts again.
-	failed map[string]string
-	kick   chan struct{}
+	failed map[project.ID]string
+	queue  workqueue.TypedRateLimitingInterface[project.ID]
 	// wmu serialises database writes.
 	wmu sync.Mutex
 }
 
 func newStateWriter(c *controller) *stateWriter {
-	return &stateWriter{c: c, pending: map[string]hubcontrol.Status{}, failed: map[string]string{}, kick: make(chan struct{}, 1)}
+	return &stateWriter{c: c, pending: map[project.ID]orchestrator.ProjectStatus{}, failed: map[project.ID]string{},
+		queue: workqueue.NewTypedRateLimitingQueueWithConfig(rateLimiter(c.cfg),
+			workqueue.TypedRateLimitingQueueConfig[project.ID]{Name: "pgcontroller-states"})}
 }
 
 // Put records a status to be written.
-func (w *stateWriter) Put(s hubcontrol.Status) {
+func (w *stateWriter) Put(s orchestrator.ProjectStatus) {
 	if s.ProjectID == "" {
 		return
 	}
 	w.mu.Lock()
 	w.putLocked(s)
 	w.mu.Unlock()
-	kick(w.kick)
+	w.queue.Add(s.ProjectID)
 }
 
-func (w *stateWriter) putLocked(s hubcontrol.Status) {
+func (w *stateWriter) putLocked(s orchestrator.ProjectStatus) {
 	switch s.State {
-	case hubcontrol.Starting, hubcontrol.Running:
+	case state.Starting, state.Running:
 		delete(w.failed, s.ProjectID) // a new start: the old failure is over
-	case hubcontrol.Opened:
-		if s.Error == "" {
-			s.Error = w.failed[s.ProjectID]
+	case state.Opened:
+		if s.Reason == "" {
+			s.Reason = w.failed[s.ProjectID]
 		}
 	}
 	w.pending[s.ProjectID] = s
@@ -54,73 +61,49 @@ func (w *stateWriter) putLocked(s hubcontrol.Status) {
 
 // Failed records why a start failed (its pod was removed): the project is
 // reported opened with this error until it starts again.
-func (w *stateWriter) Failed(id, reason string) {
+func (w *stateWriter) Failed(id project.ID, reason string) {
 	w.mu.Lock()
 	w.failed[id] = reason
-	w.putLocked(hubcontrol.Status{ProjectID: id, State: hubcontrol.Opened, Error: reason})
+	w.putLocked(orchestrator.ProjectStatus{ProjectID: id, Status: state.Status{State: state.Opened, Reason: reason}})
 	w.mu.Unlock()
-	kick(w.kick)
+	w.queue.Add(id)
 }
 
 // WriteNow records s and writes the project's latest status before it
-// returns, retrying until it is written or ctx ends.
-func (w *stateWriter) WriteNow(ctx context.Context, s hubcontrol.Status) error {
+// returns, retrying on the controller's backoff until it is written or ctx
+// ends.
+func (w *stateWriter) WriteNow(ctx context.Context, s orchestrator.ProjectStatus) error {
 	w.mu.Lock()
 	w.putLocked(s)
 	w.mu.Unlock()
-	delay := w.c.cfg.RetryInterval
-	for {
+	return w.c.retry(ctx, func(ctx context.Context) (bool, error) {
 		err := w.writePending(ctx, s.ProjectID)
-		if err == nil || ctx.Err() != nil {
-			return err
+		if err != nil && ctx.Err() == nil {
+			w.c.log.Warn("cannot write project state; retrying", "project", s.ProjectID, "err", err)
 		}
-		w.c.log.Warn("cannot write project state; retrying", "project", s.ProjectID, "err", err)
-		if !sleep(ctx, delay) {
-			return ctx.Err()
-		}
-		delay = min(delay*2, 10*time.Second)
-	}
+		return err == nil, nil
+	})
 }
 
+// run writes queued states until the queue shuts down.
 func (w *stateWriter) run(ctx context.Context) {
-	delay := w.c.cfg.RetryInterval
 	for {
-		select {
-		case <-ctx.Done():
+		id, shutdown := w.queue.Get()
+		if shutdown {
 			return
-		case <-w.kick:
-		case <-time.After(delay):
 		}
-		if w.flush(ctx) {
-			delay = w.c.cfg.RetryInterval
+		if err := w.writePending(ctx, id); err != nil && ctx.Err() == nil {
+			w.c.log.Warn("cannot write project state; will retry", "project", id, "err", err)
+			w.queue.AddRateLimited(id)
 		} else {
-			delay = min(delay*2, 10*time.Second)
+			w.queue.Forget(id)
 		}
+		w.queue.Done(id)
 	}
-}
-
-// flush writes every pending status; it reports whether all succeeded.
-func (w *stateWriter) flush(ctx context.Context) bool {
-	w.mu.Lock()
-	ids := make([]string, 0, len(w.pending))
-	for id := range w.pending {
-		ids = append(ids, id)
-	}
-	w.mu.Unlock()
-	ok := true
-	for _, id := range ids {
-		if err := w.writePending(ctx, id); err != nil {
-			if ctx.Err() == nil {
-				w.c.log.Warn("cannot write project state; will retry", "project", id, "err", err)
-			}
-			ok = false
-		}
-	}
-	return ok
 }
 
 // writePending writes the latest pending status of one project, if any.
-func (w *stateWriter) writePending(ctx context.Context, id string) error {
+func (w *stateWriter) writePending(ctx context.Context, id project.ID) error {
 	w.wmu.Lock()
 	defer w.wmu.Unlock()
 	w.mu.Lock()
@@ -133,25 +116,37 @@ func (w *stateWriter) writePending(ctx context.Context, id string) error {
 		return err
 	}
 	w.mu.Lock()
-	if w.pending[id] == s {
+	if cur, ok := w.pending[id]; ok && sameStatus(cur, s) {
 		delete(w.pending, id)
 	}
 	w.mu.Unlock()
 	return nil
 }
 
+// sameStatus compares what write puts into the database.
+func sameStatus(a, b orchestrator.ProjectStatus) bool {
+	return a.State == b.State && a.IP == b.IP && a.Reason == b.Reason && startedAt(a) == startedAt(b)
+}
+
+func startedAt(s orchestrator.ProjectStatus) int64 {
+	if s.StartedAt == nil {
+		return 0
+	}
+	return s.StartedAt.UnixMilli()
+}
+
 // write sets projects.state = {state, time, ip?, error?} when state, ip or
 // error changed (time is when the state was last computed, as in kucalc),
 // and keeps status.start_ts (ms) in step with the running container.
-func (w *stateWriter) write(ctx context.Context, s hubcontrol.Status) error {
+func (w *stateWriter) write(ctx context.Context, s orchestrator.ProjectStatus) error {
 	var ip, errText, startTS any
-	if s.IP != "" && s.State == hubcontrol.Running {
+	if s.IP != "" && s.State == state.Running {
 		ip = s.IP
 	}
-	if s.Error != "" {
-		errText = s.Error
+	if s.Reason != "" {
+		errText = s.Reason
 	}
-	if s.State == hubcontrol.Running && !s.StartedAt.IsZero() {
+	if s.State == state.Running && s.StartedAt != nil && !s.StartedAt.IsZero() {
 		startTS = s.StartedAt.UnixMilli()
 	}
 	_, err := w.c.pool.Exec(ctx, `UPDATE projects SET
@@ -159,48 +154,31 @@ func (w *stateWriter) write(ctx context.Context, s hubcontrol.Status) error {
 			status = (COALESCE(status, '{}'::jsonb) - 'start_ts') || jsonb_strip_nulls(jsonb_build_object('start_ts', $5::bigint))
 		WHERE project_id = $1 AND (state IS NULL OR jsonb_typeof(state) <> 'object'
 			OR state->>'state' IS DISTINCT FROM $2 OR state->>'ip' IS DISTINCT FROM $3 OR state->>'error' IS DISTINCT FROM $4)`,
-		s.ProjectID, string(s.State), ip, errText, startTS)
+		s.ProjectID.String(), string(s.State), ip, errText, startTS)
 	return err
 }
 
-// watchLoop feeds the orchestrator's state changes to the writer and
-// reconciles everything at start, periodically, and after the watch breaks.
+// watchLoop feeds the orchestrator's state changes (pushed by its informer's
+// change notifications) to the writer, and reconciles everything at start
+// and every ResyncInterval.
 func (c *controller) watchLoop(ctx context.Context) {
+	ch := c.projects.Watch(ctx)
+	c.resync(ctx)
 	t := time.NewTicker(c.cfg.ResyncInterval)
 	defer t.Stop()
-	for ctx.Err() == nil {
-		wctx, cancel := context.WithCancel(ctx)
-		ch, err := c.projects.Watch(wctx)
-		if err != nil {
-			cancel()
-			c.log.Warn("cannot watch projects; retrying", "err", err)
-			if !sleep(ctx, c.cfg.RetryInterval) {
-				return
-			}
-			continue
-		}
-		c.resync(ctx)
-	events:
-		for {
-			select {
-			case <-ctx.Done():
-				cancel()
-				return
-			case <-t.C:
-				c.resync(ctx)
-			case <-c.resyncCh:
-				c.resync(ctx)
-			case s, ok := <-ch:
-				if !ok {
-					break events
-				}
-				c.states.Put(s)
-			}
-		}
-		cancel()
-		c.log.Warn("project watch ended; re-listing and watching again")
-		if !sleep(ctx, c.cfg.RetryInterval) {
+	for {
+		select {
+		case <-ctx.Done():
 			return
+		case <-t.C:
+			c.resync(ctx)
+		case <-c.resyncCh:
+			c.resync(ctx)
+		case s, ok := <-ch:
+			if !ok {
+				return
+			}
+			c.states.Put(s)
 		}
 	}
 }
@@ -217,7 +195,7 @@ func (c *controller) resync(ctx context.Context) {
 	ids := make([]string, 0, len(list))
 	for _, s := range list {
 		c.states.Put(s)
-		ids = append(ids, s.ProjectID)
+		ids = append(ids, s.ProjectID.String())
 	}
 	rows, err := c.pool.Query(ctx, `SELECT project_id::text FROM projects
 		WHERE state->>'state' IN ('running', 'starting', 'stopping') AND NOT (project_id::text = ANY($1::text[]))`, ids)
@@ -229,9 +207,12 @@ func (c *controller) resync(ctx context.Context) {
 	}
 	defer rows.Close()
 	for rows.Next() {
-		var id string
-		if rows.Scan(&id) == nil {
-			c.states.Put(hubcontrol.Status{ProjectID: id, State: hubcontrol.Opened})
+		var raw string
+		if rows.Scan(&raw) != nil {
+			continue
+		}
+		if id, err := project.Parse(raw); err == nil {
+			c.states.Put(orchestrator.ProjectStatus{ProjectID: id, Status: state.Status{State: state.Opened}})
 		}
 	}
 }

@@ -5,12 +5,10 @@ import (
 	"io"
 	"net/http"
 	"os"
-	"time"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/httpapi"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol/orchestrated"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
 // Environment variables of an installed smc-compute. The 2020 compute server
@@ -52,10 +50,8 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer, getenv f
 	}
 	client := &httpapi.Client{BaseURL: api, HTTP: &http.Client{}}
 	cfg := Config{
-		Files: projectfiles.Store{Dir: homes, UID: owner, GID: owner},
-		Connect: func(context.Context) (hubcontrol.Projects, error) {
-			return orchestrated.Adapter{Core: orchestrated.Remote(client), PollInterval: time.Second}, nil
-		},
+		Files:   projectfiles.Store{Dir: homes, UID: owner, GID: owner},
+		Connect: func(context.Context) (orchestrator.Projects, error) { return client, nil },
 	}
 	return Run(ctx, args, stdout, stderr, cfg)
 }

@@ -24,11 +24,12 @@ import (
 	"io"
 	"log/slog"
 	"path/filepath"
-	"time"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
 // DefaultHomes is where the original kept project homes on the server.
@@ -42,12 +43,10 @@ const maxSecretToken = 4096
 type Config struct {
 	// Files is the homes root on the server with the project owner.
 	Files projectfiles.Store
-	// Connect returns the orchestrator client. It is only called by actions
-	// that touch pods, so file actions work without cluster access.
-	Connect func(ctx context.Context) (hubcontrol.Projects, error)
-	// PollInterval is the first delay when waiting for start or stop to
-	// settle (grows ×1.3 up to 5 s, as the original polled); default 1 s.
-	PollInterval time.Duration
+	// Connect returns the orchestrator (its HTTP API's client). It is only
+	// called by actions that touch pods, so file actions work without
+	// cluster access.
+	Connect func(ctx context.Context) (orchestrator.Projects, error)
 }
 
 // ProgramName is the name the compute server runs; a binary installed (or
@@ -74,9 +73,6 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer, cfg Confi
 		cfg.Files.Dir = DefaultHomes
 	}
 	r := runner{cfg: cfg, in: in}
-	if r.cfg.PollInterval <= 0 {
-		r.cfg.PollInterval = time.Second
-	}
 	var out []any
 	failed := false
 	for _, id := range in.projectIDs {
@@ -136,10 +132,10 @@ type readFileResult struct {
 type runner struct {
 	cfg      Config
 	in       invocation
-	projects hubcontrol.Projects
+	projects orchestrator.Projects
 }
 
-func (r *runner) connect(ctx context.Context) (hubcontrol.Projects, error) {
+func (r *runner) connect(ctx context.Context) (orchestrator.Projects, error) {
 	if r.projects != nil {
 		return r.projects, nil
 	}
@@ -155,7 +151,12 @@ func (r *runner) connect(ctx context.Context) (hubcontrol.Projects, error) {
 }
 
 func (r *runner) do(ctx context.Context, id string) (any, error) {
+	// project.Parse's rule, with the original's message.
 	if err := projectfiles.CheckProjectID(id); err != nil {
+		return nil, err
+	}
+	pid, err := project.Parse(id)
+	if err != nil {
 		return nil, err
 	}
 	in, files := r.in, r.cfg.Files
@@ -163,22 +164,19 @@ func (r *runner) do(ctx context.Context, id string) (any, error) {
 	case "save", "compute_quota", "disk_quota", "create_user", "delete_user", "killall":
 		return empty{}, nil
 	case "state":
-		st, err := r.status(ctx, id)
+		st, err := r.status(ctx, pid)
 		if err != nil {
 			return nil, err
 		}
 		return stateResult{State: string(st.State)}, nil
 	case "status":
-		return r.fullStatus(ctx, id)
+		return r.fullStatus(ctx, pid)
 	case "start":
-		return empty{}, r.start(ctx, id)
+		return empty{}, r.start(ctx, pid, false)
 	case "stop":
-		return empty{}, r.stop(ctx, id)
+		return empty{}, r.stop(ctx, pid)
 	case "restart":
-		if err := r.stop(ctx, id); err != nil {
-			return nil, err
-		}
-		return empty{}, r.start(ctx, id)
+		return empty{}, r.start(ctx, pid, true)
 	case "directory_listing":
 		return files.DirectoryListing(ctx, id, in.str("path", ""), projectfiles.ListOptions{
 			Hidden: in.flag("hidden"), Time: in.flag("time"),
@@ -211,38 +209,41 @@ func (r *runner) do(ctx context.Context, id string) (any, error) {
 	return nil, fmt.Errorf("action %s is not implemented", in.action)
 }
 
-func (r *runner) status(ctx context.Context, id string) (hubcontrol.Status, error) {
+func (r *runner) status(ctx context.Context, id project.ID) (orchestrator.ProjectStatus, error) {
 	p, err := r.connect(ctx)
 	if err != nil {
-		return hubcontrol.Status{}, err
+		return orchestrator.ProjectStatus{}, err
 	}
 	st, err := p.Status(ctx, id)
 	if err != nil {
-		return hubcontrol.Status{}, fmt.Errorf("status of project %s: %w", id, err)
+		return orchestrator.ProjectStatus{}, fmt.Errorf("status of project %s: %w", id, err)
 	}
 	return st, nil
 }
 
-func (r *runner) fullStatus(ctx context.Context, id string) (any, error) {
+func (r *runner) fullStatus(ctx context.Context, id project.ID) (any, error) {
 	st, err := r.status(ctx, id)
 	if err != nil {
 		return nil, err
 	}
-	if st.State == hubcontrol.Opened {
+	if st.State == state.Opened {
 		// Without a pod the original returned only the state.
-		return statusResult{State: string(hubcontrol.Opened)}, nil
+		return statusResult{State: string(state.Opened)}, nil
 	}
 	out := statusResult{State: string(st.State), LocalHubPort: podtemplate.HubPort, RawPort: podtemplate.RawPort}
-	if st.State == hubcontrol.Running {
+	if st.State == state.Running {
 		out.IP = st.IP
 	}
-	if tok, err := r.cfg.Files.ReadFile(ctx, id, ".smc/secret_token", maxSecretToken); err == nil {
+	if tok, err := r.cfg.Files.ReadFile(ctx, id.String(), ".smc/secret_token", maxSecretToken); err == nil {
 		out.SecretToken = string(tok)
 	}
 	return out, nil
 }
 
-func (r *runner) start(ctx context.Context, id string) error {
+// start starts the project (restart: stops it first) and returns once it
+// runs: the orchestrator's Start and Restart block until then, as the
+// original's start did.
+func (r *runner) start(ctx context.Context, id project.ID, restart bool) error {
 	in := r.in
 	extra := decodeExtraEnv(in.str("extra_env", ""), slog.Default())
 	q := podtemplate.Quota{
@@ -258,45 +259,44 @@ func (r *runner) start(ctx context.Context, id string) error {
 	if err != nil {
 		return err
 	}
+	// The original's flags, as smc_compute.py exported them.
+	if in.flag("ephemeral_state") || in.flag("ephemeral_disk") {
+		if extra == nil {
+			extra = map[string]string{}
+		}
+		if in.flag("ephemeral_state") {
+			extra["COCALC_EPHEMERAL_STATE"] = "yes"
+		}
+		if in.flag("ephemeral_disk") {
+			extra["COCALC_EPHEMERAL_DISK"] = "yes"
+		}
+	}
 	// The orchestrator creates the home (owned by the project user) before
 	// the pod can mount it, as the original's create_project_path did.
-	err = p.Start(ctx, id, q, hubcontrol.StartOptions{
-		BaseURL:        in.str("base_url", ""),
-		ExtraEnv:       extra,
-		EphemeralState: in.flag("ephemeral_state"),
-		EphemeralDisk:  in.flag("ephemeral_disk"),
-	})
-	if err != nil {
-		return fmt.Errorf("start project %s: %w", id, err)
+	req := orchestrator.StartRequest{Quota: q, Env: extra}
+	op, what := p.Start, "start"
+	if restart {
+		op, what = p.Restart, "restart"
 	}
-	return r.waitFor(ctx, p, id, hubcontrol.Running)
+	st, err := op(ctx, id, req)
+	if err != nil {
+		return fmt.Errorf("%s project %s: %w", what, id, err)
+	}
+	if st.State != state.Running {
+		return fmt.Errorf("%s project %s: project is %s", what, id, st.State)
+	}
+	return nil
 }
 
-func (r *runner) stop(ctx context.Context, id string) error {
+// stop returns once the pod is gone (the orchestrator's Stop blocks until
+// then, as the original's stop did).
+func (r *runner) stop(ctx context.Context, id project.ID) error {
 	p, err := r.connect(ctx)
 	if err != nil {
 		return err
 	}
-	if err := p.Stop(ctx, id); err != nil {
+	if _, err := p.Stop(ctx, id); err != nil {
 		return fmt.Errorf("stop project %s: %w", id, err)
 	}
-	return r.waitFor(ctx, p, id, hubcontrol.Opened)
-}
-
-// waitFor returns once the project reaches want: the original's start and
-// stop did not return before the action was complete.
-func (r *runner) waitFor(ctx context.Context, p hubcontrol.Projects, id string, want hubcontrol.State) error {
-	delay := r.cfg.PollInterval
-	for {
-		st, err := p.Status(ctx, id)
-		if err == nil && st.State == want {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("project %s did not become %s: %w", id, want, ctx.Err())
-		case <-time.After(delay):
-		}
-		delay = min(5*time.Second, time.Duration(float64(delay)*1.3))
-	}
+	return nil
 }

@@ -21,10 +21,10 @@ import (
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/httpapi"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/httpapi/httpapitest"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol"
-	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/hubcontrol/hubcontroltest"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator/orchestratortest"
 )
 
 var update = flag.Bool("update", false, "rewrite the golden files under testdata/")
@@ -39,7 +39,7 @@ var fixedTime = time.Unix(1_596_240_000, 0) // 2020-08-01, the original's era
 
 // fixture is a homes root with two projects (one running in the fake
 // orchestrator) and deterministic files.
-func fixture(t *testing.T) (Config, *hubcontroltest.Fake, string) {
+func fixture(t *testing.T) (Config, *orchestratortest.Fake, string) {
 	t.Helper()
 	homes := filepath.Join(t.TempDir(), "home")
 	uid := -1
@@ -88,14 +88,13 @@ func fixture(t *testing.T) (Config, *hubcontroltest.Fake, string) {
 			t.Fatal(err)
 		}
 	}
-	fake := hubcontroltest.New()
-	if err := fake.Start(context.Background(), running, podtemplate.Quota{}, hubcontrol.StartOptions{}); err != nil {
+	fake := orchestratortest.New()
+	if _, err := fake.Start(context.Background(), project.MustParse(running), orchestrator.StartRequest{}); err != nil {
 		t.Fatal(err)
 	}
 	cfg := Config{
-		Files:        projectfiles.Store{Dir: homes, UID: uid, GID: uid},
-		Connect:      func(context.Context) (hubcontrol.Projects, error) { return fake, nil },
-		PollInterval: time.Millisecond,
+		Files:   projectfiles.Store{Dir: homes, UID: uid, GID: uid},
+		Connect: func(context.Context) (orchestrator.Projects, error) { return fake, nil },
 	}
 	return cfg, fake, homes
 }
@@ -198,10 +197,10 @@ func TestGolden(t *testing.T) {
 }
 
 // lastStart is the last start call of id, or nil.
-func lastStart(fake *hubcontroltest.Fake, id string) *hubcontroltest.Call {
+func lastStart(fake *orchestratortest.Fake, id string) *orchestratortest.Call {
 	calls := fake.Calls("start")
 	for i := len(calls) - 1; i >= 0; i-- {
-		if calls[i].ProjectID == id {
+		if calls[i].ProjectID == project.ID(id) {
 			return &calls[i]
 		}
 	}
@@ -209,38 +208,38 @@ func lastStart(fake *hubcontroltest.Fake, id string) *hubcontroltest.Call {
 }
 
 // checkEffects asserts what a command must have done besides its output.
-func checkEffects(t *testing.T, name, stdout string, fake *hubcontroltest.Fake, homes string) {
+func checkEffects(t *testing.T, name, stdout string, fake *orchestratortest.Fake, homes string) {
 	t.Helper()
 	switch name {
 	case "start":
 		calls := fake.Calls("start")
 		last := calls[len(calls)-1]
 		want := podtemplate.Quota{Cores: 2, MemoryMiB: 2000, CPUShares: 256, Network: true}
-		if last.ProjectID != stopped || last.Quota != want || last.Options.BaseURL != "/cocalc" || last.Options.ExtraEnv["A"] != "1" {
+		if last.ProjectID != stopped || last.Request.Quota != want || !maps.Equal(last.Request.Env, map[string]string{"A": "1"}) {
 			t.Errorf("start call %+v", last)
 		}
-		if st, _ := fake.Status(context.Background(), stopped); st.State != hubcontrol.Running {
+		if st, _ := fake.Status(context.Background(), project.MustParse(stopped)); st.State != state.Running {
 			t.Errorf("project not running after start: %v", st.State)
 		}
 	case "start_bad_extra_env":
 		// The original's project ignored an undecodable COCALC_EXTRA_ENV.
-		if last := lastStart(fake, stopped); last == nil || len(last.Options.ExtraEnv) != 0 {
+		if last := lastStart(fake, stopped); last == nil || len(last.Request.Env) != 0 {
 			t.Errorf("an undecodable --extra_env must start the project without extra env: %+v", fake.Calls("start"))
 		}
 	case "start_hub_env":
 		want := map[string]string{"JULIA_NUM_THREADS": "4", "RATIO": "0.5", "DEBUG": "true", "GREETING": "hi there"}
-		if last := lastStart(fake, stopped); last == nil || !maps.Equal(last.Options.ExtraEnv, want) {
+		if last := lastStart(fake, stopped); last == nil || !maps.Equal(last.Request.Env, want) {
 			t.Errorf("start calls %+v, want one with ExtraEnv %v", fake.Calls("start"), want)
 		}
-		if st, _ := fake.Status(context.Background(), stopped); st.State != hubcontrol.Running {
+		if st, _ := fake.Status(context.Background(), project.MustParse(stopped)); st.State != state.Running {
 			t.Errorf("project not running after start: %v", st.State)
 		}
 	case "stop":
-		if st, _ := fake.Status(context.Background(), running); st.State != hubcontrol.Opened {
+		if st, _ := fake.Status(context.Background(), project.MustParse(running)); st.State != state.Opened {
 			t.Errorf("project %v after stop", st.State)
 		}
 	case "restart":
-		if fake.CountCalls("stop", running) != 1 || fake.CountCalls("start", running) != 2 {
+		if fake.CountCalls("stop", project.MustParse(running)) != 1 || fake.CountCalls("start", project.MustParse(running)) != 2 || fake.CountCalls("restart", project.MustParse(running)) != 1 {
 			t.Errorf("restart calls %+v", fake.Calls(""))
 		}
 	case "uuid_version_1":
@@ -304,7 +303,7 @@ func compareGolden(t *testing.T, file, got string) {
 
 func TestConnectFailureIsAnError(t *testing.T) {
 	cfg, _, _ := fixture(t)
-	cfg.Connect = func(context.Context) (hubcontrol.Projects, error) { return nil, errors.New("no route to API") }
+	cfg.Connect = func(context.Context) (orchestrator.Projects, error) { return nil, errors.New("no route to API") }
 	stdout, stderr, code := run(t, cfg, "--kubernetes", "state", running)
 	if code != 1 || !strings.Contains(stderr, "no route to API") || !strings.Contains(stdout, `"error"`) {
 		t.Errorf("exit %d stdout %q stderr %q", code, stdout, stderr)
@@ -358,7 +357,7 @@ func TestIsInvocation(t *testing.T) {
 // TestMainOverTheHTTPAPI runs the installed entry point against the real
 // HTTP API of an orchestrator (in memory), as the 2020 compute server would.
 func TestMainOverTheHTTPAPI(t *testing.T) {
-	core := httpapitest.New()
+	core := orchestratortest.New()
 	srv := httptest.NewServer(httpapi.NewAPI(core, nil, slog.New(slog.NewTextHandler(io.Discard, nil))))
 	defer srv.Close()
 	homes := t.TempDir()
@@ -371,10 +370,10 @@ func TestMainOverTheHTTPAPI(t *testing.T) {
 	if out, code := run("--kubernetes", "start", "--memory", "1500", "--network", "1", stopped); code != 0 || strings.TrimSpace(out) != "{}" {
 		t.Fatalf("start: %d %s", code, out)
 	}
-	if req, _ := core.Request(project.MustParse(stopped)); req.Quota.MemoryMiB != 1500 || !req.Quota.Network {
-		t.Errorf("quota over the wire %+v", req.Quota)
+	if calls := core.Calls("start"); len(calls) != 1 || calls[0].ProjectID != stopped || calls[0].Request.Quota.MemoryMiB != 1500 || !calls[0].Request.Quota.Network {
+		t.Errorf("start over the wire %+v", calls)
 	}
-	if out, code := run("--kubernetes", "status", stopped); code != 0 || !strings.Contains(out, `"ip":"10.4.0.7"`) || !strings.Contains(out, `"local_hub.port":6000`) {
+	if out, code := run("--kubernetes", "status", stopped); code != 0 || !strings.Contains(out, `"ip":"10.0.0.1"`) || !strings.Contains(out, `"local_hub.port":6000`) {
 		t.Errorf("status: %d %s", code, out)
 	}
 	if out, code := run("--kubernetes", "stop", stopped); code != 0 {
