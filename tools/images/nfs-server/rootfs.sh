@@ -1,0 +1,43 @@
+#!/usr/bin/env bash
+# Root filesystem of the nfs-server image, from Debian packages only:
+# debootstrap --variant=minbase with the packages of this directory's
+# Dockerfile, trimmed as its RUN step trims. Prints the directory. Cached
+# under .cache/images (rebuilt when the suite, mirror, package list or this
+# script change); `make images` turns it into a layer with bin/imagebuild.
+#
+# The archive is the one this machine's apt uses (apt_mirror of
+# ci/kind/lib.sh, or COCALC_KIND_MIRROR), as for the kind node's rootfs.
+# Only the build machine's architecture: a foreign-architecture debootstrap
+# runs the packages' maintainer scripts under qemu-user via binfmt_misc,
+# which this build does not require.
+set -euo pipefail
+source "$(dirname "$0")/../../../ci/kind/lib.sh"
+CACHE=${COCALC_IMAGES_CACHE:-$REPO/.cache/images}
+mkdir -p "$CACHE"
+
+PACKAGES=nfs-ganesha,nfs-ganesha-vfs
+key=$(cat "$0" <(echo "$SUITE $MIRROR $PACKAGES") | sha256sum | cut -c1-12)
+dir=$CACHE/nfs-server-rootfs-$SUITE-$key
+if [ -d "$dir" ]; then
+  echo "$dir"
+  exit 0
+fi
+[ "$(id -u)" = 0 ] || die "debootstrap needs root"
+command -v debootstrap >/dev/null || die "debootstrap missing: apt-get install debootstrap"
+[ -n "$MIRROR" ] || die "no Debian archive for $SUITE in this machine's apt sources: set COCALC_KIND_MIRROR"
+tmp=$(mktemp -d "$CACHE/nfs-server-rootfs.XXXX")
+log "debootstrap $SUITE ($MIRROR) + $PACKAGES into $tmp"
+debootstrap --variant=minbase --include="$PACKAGES" "$SUITE" "$tmp" "$MIRROR" >"$CACHE/nfs-server-debootstrap.log" 2>&1 \
+  || { tail -30 "$CACHE/nfs-server-debootstrap.log" >&2; die "debootstrap failed (log $CACHE/nfs-server-debootstrap.log)"; }
+chroot "$tmp" /usr/bin/ganesha.nfsd -v >&2
+chroot "$tmp" apt-get clean
+# As the Dockerfile: no apt lists, no sample configuration (the chart mounts
+# ganesha.conf); plus what only a build leaves: logs, caches, man pages.
+rm -rf "$tmp"/var/lib/apt/lists/* "$tmp"/var/cache/apt/* "$tmp"/etc/ganesha/* \
+  "$tmp"/var/log/* "$tmp"/var/cache/debconf/*-old "$tmp"/usr/share/man "$tmp"/usr/share/info \
+  "$tmp"/var/cache/ldconfig/aux-cache
+# debootstrap leaves device nodes and the build's resolv.conf/hostname: the
+# runtime provides /dev and these files.
+rm -rf "$tmp"/dev/* "$tmp"/etc/resolv.conf "$tmp"/etc/hostname
+mv "$tmp" "$dir"
+echo "$dir"
