@@ -41,6 +41,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/util/workqueue"
 
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
@@ -92,6 +93,9 @@ type Config struct {
 	// CoCalc projects need to reach the hub, e.g. CONAT_SERVER and
 	// BASE_PATH (the hub's multi-user mode sets the same variables).
 	ProjectEnv map[string]string
+	// Resources, when set (RunWithOrchestrator: the template's), clamps the
+	// run_quota written back to the hub to what the pod gets.
+	Resources *podtemplate.Resources
 
 	// Workers bounds concurrent actions (8).
 	Workers int

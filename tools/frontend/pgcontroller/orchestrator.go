@@ -43,5 +43,8 @@ func withTemplate(cfg Config, tpl *podtemplate.Template) Config {
 	if cfg.DefaultIdleTimeout <= 0 && tpl.Resources.Default.IdleTimeoutSeconds > 0 {
 		cfg.DefaultIdleTimeout = time.Duration(tpl.Resources.Default.IdleTimeoutSeconds) * time.Second
 	}
+	if cfg.Resources == nil {
+		cfg.Resources = &tpl.Resources
+	}
 	return cfg
 }

@@ -179,6 +179,12 @@ func TestWithTheOrchestratorCore(t *testing.T) {
 	if got := c.Resources.Limits.Cpu().String(); got != "4" {
 		t.Errorf("cpu limit %s", got)
 	}
+	// run_quota, written back for the hub, says what the pod got.
+	var cpu, mem float64
+	if err := e.pool.QueryRow(context.Background(), `SELECT (run_quota->>'cpu_limit')::float8, (run_quota->>'memory_limit')::float8
+		FROM projects WHERE project_id = $1`, p1).Scan(&cpu, &mem); err != nil || cpu != 4 || mem != 3000 {
+		t.Errorf("run_quota cpu_limit %v memory_limit %v (%v), want 4 and 3000", cpu, mem, err)
+	}
 	if got := c.Resources.Limits.Memory().Value(); got != 3000*1024*1024 {
 		t.Errorf("memory limit %d", got)
 	}

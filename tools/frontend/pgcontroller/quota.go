@@ -605,6 +605,9 @@ func (c *controller) writeRunQuota(ctx context.Context, id string) []byte {
 	}
 	site := c.siteQuotaSettings(ctx)
 	q := computeRunQuota(settings, users, licenses, site)
+	if c.cfg.Resources != nil {
+		q = clampToTemplate(q, *c.cfg.Resources)
+	}
 	out, err := json.Marshal(q)
 	if err != nil {
 		return nil
@@ -639,4 +642,29 @@ func (c *controller) siteQuotaSettings(ctx context.Context) siteQuotaSettings {
 	_ = json.Unmarshal([]byte(values["default_quotas"]), &site.DefaultQuotas)
 	_ = json.Unmarshal([]byte(values["max_upgrades"]), &site.MaxUpgrades)
 	return site
+}
+
+// clampToTemplate caps a run quota by the chart's resources.min/max the way
+// the pod spec is clamped (podspec.EffectiveQuota), so run_quota tells the
+// hub what the project really runs with: limits, the CPU request (max
+// cpuShares in millicores), network (only where max.network allows it) and
+// the idle timeout (not for always-running projects). The memory request
+// and disk quota are the hub's (the pod derives its requests from the
+// template's overcommit ratios).
+func clampToTemplate(q cocalcQuota, r podtemplate.Resources) cocalcQuota {
+	clamp := func(v, min, max float64) float64 {
+		v = math.Max(v, min)
+		if max > 0 {
+			v = math.Min(v, max)
+		}
+		return v
+	}
+	q.CPULimit = clamp(q.CPULimit, r.Min.Cores, r.Max.Cores)
+	q.MemoryLimit = clamp(q.MemoryLimit, float64(r.Min.MemoryMiB), float64(r.Max.MemoryMiB))
+	q.CPURequest = clamp(q.CPURequest, float64(r.Min.CPUShares)/1000, float64(r.Max.CPUShares)/1000)
+	q.Network = (q.Network || r.Min.Network) && r.Max.Network
+	if !q.AlwaysRunning && q.IdleTimeout > 0 {
+		q.IdleTimeout = clamp(q.IdleTimeout, float64(r.Min.IdleTimeoutSeconds), float64(r.Max.IdleTimeoutSeconds))
+	}
+	return q
 }

@@ -269,3 +269,21 @@ func TestComputeRunQuota(t *testing.T) {
 		})
 	}
 }
+
+// TestClampToTemplate: the run_quota written back never states more than
+// the chart's resources.max gives the pod.
+func TestClampToTemplate(t *testing.T) {
+	r := podtemplate.Resources{
+		Min: podtemplate.Quota{Cores: 0.5, MemoryMiB: 500},
+		Max: podtemplate.Quota{Cores: 4, MemoryMiB: 8000, CPUShares: 2000, IdleTimeoutSeconds: 86400, Network: false},
+	}
+	in := cocalcQuota{Network: true, CPULimit: 64, MemoryLimit: 16000, CPURequest: 3, MemoryRequest: 8000, IdleTimeout: 7 * 86400, DiskQuota: 20000}
+	want := cocalcQuota{Network: false, CPULimit: 4, MemoryLimit: 8000, CPURequest: 2, MemoryRequest: 8000, IdleTimeout: 86400, DiskQuota: 20000}
+	if got := clampToTemplate(in, r); got != want {
+		t.Errorf("clamped %+v, want %+v", got, want)
+	}
+	small := cocalcQuota{CPULimit: 0.1, MemoryLimit: 100, IdleTimeout: 600, AlwaysRunning: true}
+	if got := clampToTemplate(small, r); got.CPULimit != 0.5 || got.MemoryLimit != 500 || got.IdleTimeout != 600 {
+		t.Errorf("raised to the minimum %+v", got)
+	}
+}
