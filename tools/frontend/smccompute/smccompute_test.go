@@ -138,6 +138,8 @@ func TestGolden(t *testing.T) {
 		// JSON.stringify as the compute client passes it.
 		{name: "start_hub_env", args: []string{"--kubernetes", "start", "--base_url", "", "--extra_env", hubEnv, stopped}},
 		{name: "start_bad_extra_env", args: []string{"--kubernetes", "start", "--extra_env", "%%%", stopped}},
+		// The original's flags reach the project as smc_compute.py exported them.
+		{name: "start_ephemeral", args: []string{"--kubernetes", "start", "--ephemeral_disk", "--extra_env", extraEnv(map[string]string{"A": "1"}), stopped}, noGolden: true},
 		{name: "stop", args: []string{"--kubernetes", "stop", running}},
 		{name: "restart", args: []string{"--kubernetes", "restart", "--memory", "1500", running}},
 		{name: "save", args: []string{"--kubernetes", "save", running}},
@@ -220,6 +222,14 @@ func checkEffects(t *testing.T, name, stdout string, fake *orchestratortest.Fake
 		}
 		if st, _ := fake.Status(context.Background(), project.MustParse(stopped)); st.State != state.Running {
 			t.Errorf("project not running after start: %v", st.State)
+		}
+	case "start_ephemeral":
+		want := map[string]string{"A": "1", "COCALC_EPHEMERAL_DISK": "yes"}
+		if last := lastStart(fake, stopped); last == nil || !maps.Equal(last.Request.Env, want) {
+			t.Errorf("start calls %+v, want one with Env %v", fake.Calls("start"), want)
+		}
+		if strings.TrimSpace(stdout) != "{}" {
+			t.Errorf("start output %q", stdout)
 		}
 	case "start_bad_extra_env":
 		// The original's project ignored an undecodable COCALC_EXTRA_ENV.
@@ -391,5 +401,33 @@ func TestMainOverTheHTTPAPI(t *testing.T) {
 	env[EnvAPI] = "http://127.0.0.1:1" // orchestrator down
 	if out, code := run("--kubernetes", "state", stopped); code != 1 || !strings.Contains(out, `"error"`) {
 		t.Errorf("unreachable orchestrator: %d %s", code, out)
+	}
+}
+
+// TestStartAndStopReturnWithTheBlockingCall: the orchestrator's start and
+// stop return once the project runs or its pod is gone, so smc-compute
+// answers from their result and never polls the status afterwards (a
+// status that cannot be read must not make them fail or wait).
+func TestStartAndStopReturnWithTheBlockingCall(t *testing.T) {
+	cfg, fake, _ := fixture(t)
+	fake.StatusErr = errors.New("status unavailable")
+	for _, args := range [][]string{
+		{"--kubernetes", "start", stopped},
+		{"--kubernetes", "restart", running},
+		{"--kubernetes", "stop", stopped},
+	} {
+		start := time.Now()
+		stdout, stderr, code := run(t, cfg, args...)
+		if code != 0 || strings.TrimSpace(stdout) != "{}" {
+			t.Errorf("%v: exit %d stdout %q stderr %q", args, code, stdout, stderr)
+		}
+		if took := time.Since(start); took > 2*time.Second {
+			t.Errorf("%v took %s", args, took)
+		}
+	}
+	// A start that returns without the project running is an error.
+	fake.StartErr = func(project.ID) error { return errors.New("ImagePullBackOff") }
+	if _, stderr, code := run(t, cfg, "--kubernetes", "start", missing); code != 1 || !strings.Contains(stderr, "ImagePullBackOff") {
+		t.Errorf("failed start: exit %d stderr %q", code, stderr)
 	}
 }
