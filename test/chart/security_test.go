@@ -8,6 +8,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
@@ -226,6 +227,9 @@ func podSpecs(m manifests) []namedPodSpec {
 	}
 	for _, s := range all[*appsv1.DaemonSet](m) {
 		add("DaemonSet", s.Namespace, s.Name, s.Spec.Template)
+	}
+	for _, c := range all[*batchv1.CronJob](m) {
+		add("CronJob", c.Namespace, c.Name, c.Spec.JobTemplate.Spec.Template)
 	}
 	for _, p := range all[*corev1.Pod](m) {
 		add("Pod", p.Namespace, p.Name, corev1.PodTemplateSpec{ObjectMeta: p.ObjectMeta, Spec: p.Spec})

@@ -528,7 +528,7 @@ func (c *controller) handleNext(ctx context.Context) bool {
 	delete(c.inflight, id)
 	c.mu.Unlock()
 	if err != nil && ctx.Err() == nil {
-		c.log.Warn("action request handling failed; will retry", "project", id, "err", err, "in", c.queue.NumRequeues(id)+1)
+		c.log.Warn("action request handling failed; will retry", "project", id, "err", err, "retries", c.queue.NumRequeues(id))
 		c.queue.AddRateLimited(id)
 		return true
 	}
