@@ -6,6 +6,7 @@ set -euo pipefail
 packages=(
   git make
   postgresql  # test/pg: throwaway servers for the hub database front-end tests
+  restic  # test/backup: the chart's backup script (files/backup.sh) and the restore steps of docs/backup.md
   # test/nfsserver: the chart's NFS server (NFS-Ganesha, the packages of
   # tools/images/nfs-server) run as a process on loopback, and Debian's
   # userspace NFS client (nfs-ls, nfs-cp, nfs-cat) that talks to it.

@@ -11,6 +11,7 @@ import (
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -45,6 +46,7 @@ var kinds = map[string]func() runtime.Object{
 	"apps/v1/Deployment":                       func() runtime.Object { return &appsv1.Deployment{} },
 	"apps/v1/StatefulSet":                      func() runtime.Object { return &appsv1.StatefulSet{} },
 	"apps/v1/DaemonSet":                        func() runtime.Object { return &appsv1.DaemonSet{} },
+	"batch/v1/CronJob":                         func() runtime.Object { return &batchv1.CronJob{} },
 	"rbac.authorization.k8s.io/v1/Role":        func() runtime.Object { return &rbacv1.Role{} },
 	"rbac.authorization.k8s.io/v1/RoleBinding": func() runtime.Object { return &rbacv1.RoleBinding{} },
 	"networking.k8s.io/v1/NetworkPolicy":       func() runtime.Object { return &networkingv1.NetworkPolicy{} },
