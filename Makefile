@@ -53,6 +53,69 @@ $(HELM4): ci/tools/helm4/go.mod ci/tools/helm4/go.sum
 build: ## build the orchestrator (static) into bin/
 	CGO_ENABLED=0 $(GO) build -trimpath -o $(BIN)/cocalc-k8s ./tools/cmd/cocalc-k8s
 
+##@ Images and releases (docs/releasing.md)
+
+# bin/imagebuild (ci/tools/imagebuild) builds images without a container
+# daemon into OCI image layouts under out/images, and publishes them with the
+# chart. Every time in an image is the last commit's time, so a commit always
+# gives the same digests.
+IMAGEBUILD   := $(BIN)/imagebuild
+IMAGES_OUT   := out/images
+VERSION      ?= $(shell sed -n 's/^appVersion: *"*\([^"]*\)"*$$/\1/p' $(CHART)/Chart.yaml)
+REVISION     ?= $(shell git rev-parse HEAD 2>/dev/null)
+IMAGE_SOURCE ?= https://gitlab.com/resurgo/cocalc-kubernetes
+IMAGE_META    = -version $(VERSION) -revision $(REVISION) -source $(IMAGE_SOURCE)
+export SOURCE_DATE_EPOCH ?= $(shell git log -1 --format=%ct 2>/dev/null)
+
+$(IMAGEBUILD): ci/tools/imagebuild/go.mod ci/tools/imagebuild/go.sum $(wildcard ci/tools/imagebuild/*.go)
+	cd ci/tools/imagebuild && $(TOOL_BUILD) -o $@ .
+
+# The OCI registry test/registry starts on loopback (CNCF distribution).
+$(BIN)/registry: ci/tools/registry/go.mod ci/tools/registry/go.sum
+	cd ci/tools/registry && $(TOOL_BUILD) -o $@ github.com/distribution/distribution/v3/cmd/registry
+
+# `make tools` builds these too (test/images and test/registry run them).
+tools: $(IMAGEBUILD) $(BIN)/registry
+
+.PHONY: images image-orchestrator image-nfs-server image-server image-project publish
+images: image-orchestrator image-nfs-server ## build the orchestrator (amd64+arm64) and nfs-server (amd64) images into out/images (OCI layouts, no daemon)
+
+image-orchestrator: $(IMAGEBUILD) ## cocalc-k8s on an empty base: out/images/orchestrator
+	$(IMAGEBUILD) orchestrator -out $(IMAGES_OUT)/orchestrator $(IMAGE_META)
+
+# Debian's nfs-ganesha by debootstrap (root, cached under .cache/images), one layer.
+image-nfs-server: $(IMAGEBUILD) ## NFS-Ganesha from Debian packages: out/images/nfs-server
+	rootfs=$$(tools/images/nfs-server/rootfs.sh) && \
+	$(IMAGEBUILD) rootfs -rootfs "$$rootfs" -config nfs-server -out $(IMAGES_OUT)/nfs-server $(IMAGE_META)
+
+# Overlays on upstream CoCalc images: need docker buildx and a registry
+# holding the upstream image; bases are digest references, never defaulted.
+COCALC_SERVER_IMAGE  ?=
+COCALC_PROJECT_IMAGE ?=
+define require_digest
+	@case "$($(1))" in *@sha256:????????????????????????????????????????????????????????????????) ;; \
+	  *) echo "$(1) must be <repository>@sha256:<digest> (got '$($(1))')" >&2; exit 1;; esac
+endef
+
+image-server: ## server overlay on out/images/orchestrator (docker buildx; COCALC_SERVER_IMAGE=repo@sha256:…): out/images/server
+	$(call require_digest,COCALC_SERVER_IMAGE)
+	@test -f $(IMAGES_OUT)/orchestrator/index.json || { echo "image-server: run make image-orchestrator first" >&2; exit 1; }
+	docker buildx build -f tools/images/server/Dockerfile \
+	  --build-arg COCALC_SERVER_IMAGE=$(COCALC_SERVER_IMAGE) --build-arg ORCHESTRATOR_IMAGE=cocalc-orchestrator \
+	  --build-context cocalc-orchestrator=oci-layout://$(abspath $(IMAGES_OUT))/orchestrator:$(VERSION) \
+	  --output type=oci,tar=false,dest=$(IMAGES_OUT)/server tools/images/server
+
+image-project: ## project overlay (docker buildx; COCALC_PROJECT_IMAGE=repo@sha256:…): out/images/project
+	$(call require_digest,COCALC_PROJECT_IMAGE)
+	docker buildx build -f tools/images/project/Dockerfile --build-arg COCALC_PROJECT_IMAGE=$(COCALC_PROJECT_IMAGE) \
+	  --output type=oci,tar=false,dest=$(IMAGES_OUT)/project tools/images/project
+
+# A release requires all four images (.gitlab-ci.yml sets PUBLISH_REQUIRE).
+PUBLISH_REQUIRE ?=
+publish: $(IMAGEBUILD) $(HELM) ## push out/images/* and the chart (REGISTRY=host[:port]/path VERSION=x.y.z); the chart's values get the digests
+	@test -n "$(REGISTRY)" || { echo "publish: set REGISTRY=host[:port]/path" >&2; exit 1; }
+	$(IMAGEBUILD) publish -registry $(REGISTRY) -version $(VERSION) -layouts $(IMAGES_OUT) -chart $(CHART) -helm $(HELM) -require "$(PUBLISH_REQUIRE)"
+
 ##@ Tests
 
 # Test clusters: kube-bin, cluster-api, cluster-kind, up, down, test-kind.

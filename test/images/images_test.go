@@ -1,105 +1,213 @@
-// Package images tests the image definitions under tools/images. No
-// registry is reachable here, so the images themselves cannot be built; their
-// build stage can: each test runs the Dockerfile's own `go build` command and
-// checks what the final stage relies on (a static binary that answers to
-// its names).
+// Package images tests the image recipes under tools/images and their
+// daemonless builder (ci/tools/imagebuild). The orchestrator and nfs-server
+// images are built here as OCI image layouts and checked from the layout
+// itself (read with the standard library from the image spec); the overlay
+// images on upstream CoCalc images cannot be built here (no registry holding
+// them is reachable), so their Dockerfiles are parsed with BuildKit's parser
+// (`imagebuild dockerfile`) and their stages and pins checked.
 package images
 
 import (
-	"bufio"
+	"bytes"
 	"debug/elf"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"sigs.k8s.io/yaml"
 
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/smccompute"
 )
 
-const repoRoot = "../.."
+var repoRoot, _ = filepath.Abs("../..")
 
-// dockerfile holds one Dockerfile's instructions, continuation lines joined.
-type dockerfile struct {
-	path  string
-	lines []string
+const testVersion = "0.0.0-image-test"
+
+var (
+	toolOnce sync.Once
+	toolPath string
+	toolErr  error
+)
+
+// imagebuild builds ci/tools/imagebuild from its sources (Go's build cache
+// makes this quick after the first time) and returns the binary.
+func imagebuild(t *testing.T) string {
+	t.Helper()
+	toolOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "imagebuild-test-")
+		if err != nil {
+			toolErr = err
+			return
+		}
+		toolPath = filepath.Join(dir, "imagebuild")
+		cmd := exec.Command("go", "build", "-trimpath", "-o", toolPath, ".")
+		cmd.Dir = filepath.Join(repoRoot, "ci", "tools", "imagebuild")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := cmd.CombinedOutput(); err != nil {
+			toolErr = fmt.Errorf("build imagebuild: %v: %s", err, out)
+		}
+	})
+	require.NoError(t, toolErr)
+	return toolPath
 }
 
-func readDockerfile(t *testing.T, image string) dockerfile {
+// build runs imagebuild with SOURCE_DATE_EPOCH=epoch and returns the
+// digest it prints and how long it took.
+func build(t *testing.T, epoch int64, args ...string) (string, time.Duration) {
 	t.Helper()
-	path := filepath.Join(repoRoot, "tools", "images", image, "Dockerfile")
-	f, err := os.Open(path)
+	cmd := exec.Command(imagebuild(t), args...)
+	cmd.Dir = repoRoot
+	cmd.Env = append(os.Environ(), "SOURCE_DATE_EPOCH="+strconv.FormatInt(epoch, 10))
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	start := time.Now()
+	err := cmd.Run()
+	require.NoError(t, err, "imagebuild %v: %s", args, stderr.String())
+	return strings.TrimSpace(stdout.String()), time.Since(start)
+}
+
+// dockerfile is `imagebuild dockerfile`'s report: the file as BuildKit's
+// parser reads it.
+type dockerfile struct {
+	Args []struct {
+		Name       string `json:"name"`
+		Default    string `json:"default"`
+		HasDefault bool   `json:"hasDefault"`
+	} `json:"args"`
+	Stages []struct {
+		From         string `json:"from"`
+		Name         string `json:"name"`
+		Instructions []struct {
+			Cmd   string   `json:"cmd"`
+			Flags []string `json:"flags"`
+			Args  []string `json:"args"`
+			JSON  bool     `json:"json"`
+		} `json:"instructions"`
+	} `json:"stages"`
+}
+
+func parseDockerfile(t *testing.T, image string) dockerfile {
+	t.Helper()
+	out, err := exec.Command(imagebuild(t), "dockerfile", "-f", filepath.Join(repoRoot, "tools", "images", image, "Dockerfile")).Output()
 	require.NoError(t, err)
-	defer f.Close()
-	d := dockerfile{path: path}
-	var cur strings.Builder
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		line := strings.TrimSpace(sc.Text())
-		if cur.Len() == 0 && (line == "" || strings.HasPrefix(line, "#")) {
-			continue
-		}
-		if cont, ok := strings.CutSuffix(line, `\`); ok {
-			cur.WriteString(cont + " ")
-			continue
-		}
-		cur.WriteString(line)
-		d.lines = append(d.lines, cur.String())
-		cur.Reset()
-	}
-	require.NoError(t, sc.Err())
+	var d dockerfile
+	require.NoError(t, json.Unmarshal(out, &d))
 	return d
 }
 
-// finalStage returns the instructions after the last FROM.
-func (d dockerfile) finalStage() []string {
-	last := 0
-	for i, l := range d.lines {
-		if strings.HasPrefix(l, "FROM ") {
-			last = i
+// instructions returns the arguments of every cmd instruction of stage i.
+func (d dockerfile) instructions(i int, cmd string) [][]string {
+	var out [][]string
+	for _, in := range d.Stages[i].Instructions {
+		if in.Cmd == cmd {
+			out = append(out, in.Args)
 		}
 	}
-	return d.lines[last:]
-}
-
-var goBuild = regexp.MustCompile(`RUN (CGO_ENABLED=0 go build .*)$`)
-
-// buildStage runs the Dockerfile's go build command with its output
-// redirected to dir, and returns the binary's path.
-func (d dockerfile) buildStage(t *testing.T, dir string) string {
-	t.Helper()
-	var cmd string
-	for _, l := range d.lines {
-		if m := goBuild.FindStringSubmatch(l); m != nil {
-			cmd = m[1]
-		}
-	}
-	require.NotEmpty(t, cmd, "%s: no static `CGO_ENABLED=0 go build` step", d.path)
-	require.Contains(t, cmd, "-trimpath", "same flags as `make build`, so the build cache is shared")
-	require.Contains(t, cmd, "./tools/cmd/cocalc-k8s")
-	out := filepath.Join(dir, "cocalc-k8s")
-	cmd = strings.ReplaceAll(cmd, "${VERSION}", "image-test")
-	cmd = strings.ReplaceAll(cmd, "/out/cocalc-k8s", out)
-	build := exec.Command("sh", "-c", cmd)
-	build.Dir = repoRoot
-	build.Env = append(os.Environ(), "GOFLAGS=-buildvcs=false")
-	outb, err := build.CombinedOutput()
-	require.NoError(t, err, "%s build stage: %s", d.path, outb)
 	return out
 }
 
-func requireStatic(t *testing.T, bin string) {
+// requireArgWithoutDefault: an overlay's base is given by whoever builds,
+// as a digest reference (the Makefile refuses anything else).
+func requireArgWithoutDefault(t *testing.T, d dockerfile, name string) {
 	t.Helper()
-	f, err := elf.Open(bin)
-	require.NoError(t, err)
-	defer f.Close()
-	for _, p := range f.Progs {
-		require.NotEqual(t, elf.PT_INTERP, p.Type, "%s is dynamically linked: it cannot run FROM scratch", bin)
+	for _, a := range d.Args {
+		if a.Name == name {
+			assert.False(t, a.HasDefault, "ARG %s must have no default: never a moving upstream tag", name)
+			return
+		}
 	}
+	t.Fatalf("no global ARG %s", name)
+}
+
+// elfMachine is each Go architecture's ELF machine.
+var elfMachine = map[string]elf.Machine{"linux/amd64": elf.EM_X86_64, "linux/arm64": elf.EM_AARCH64}
+
+var (
+	orchOnce   sync.Once
+	orchLayout string
+	orchEpoch  = time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC).Unix()
+)
+
+// orchestratorLayout builds the orchestrator image once for the package.
+func orchestratorLayout(t *testing.T) string {
+	t.Helper()
+	orchOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "orchestrator-layout-")
+		require.NoError(t, err)
+		orchLayout = filepath.Join(dir, "orchestrator")
+		_, took := build(t, orchEpoch, "orchestrator", "-out", orchLayout, "-version", testVersion, "-revision", "test-revision")
+		t.Logf("orchestrator image (amd64+arm64): %s", took.Round(time.Millisecond))
+	})
+	require.NotEmpty(t, orchLayout)
+	return orchLayout
+}
+
+func TestOrchestratorImage(t *testing.T) {
+	l := readLayout(t, orchestratorLayout(t))
+	assert.Equal(t, testVersion, l.tag, "the layout is tagged with the version (buildx oci-layout://…:<version>)")
+
+	var platforms []string
+	for _, d := range l.index.Manifests {
+		img := l.image(t, d, "/cocalc-k8s")
+		platforms = append(platforms, img.platform)
+		c := img.config.Config
+		assert.Equal(t, "2001:2001", c.User, "runs as the project user, like the chart's securityContext")
+		assert.Equal(t, []string{"/cocalc-k8s"}, c.Entrypoint, "the chart passes only args")
+		assert.Equal(t, []string{"serve"}, c.Cmd)
+		assert.Equal(t, map[string]struct{}{"8470/tcp": {}, "8471/tcp": {}}, c.ExposedPorts, "orchestrator.ports api and health")
+		assert.Equal(t, "AGPL-3.0", c.Labels["org.opencontainers.image.licenses"])
+		assert.Equal(t, testVersion, c.Labels["org.opencontainers.image.version"])
+		assert.Equal(t, "test-revision", c.Labels["org.opencontainers.image.revision"])
+		assert.Contains(t, c.Labels, "org.opencontainers.image.source")
+		assert.Equal(t, time.Unix(orchEpoch, 0).UTC().Format(time.RFC3339), img.config.Created, "created is SOURCE_DATE_EPOCH")
+
+		require.Len(t, img.files, 1, "%s: the binary alone on an empty base", img.platform)
+		h := img.files["/cocalc-k8s"]
+		require.NotNil(t, h)
+		assert.Equal(t, int64(0o755), h.Mode)
+		assert.Equal(t, 0, h.Uid)
+		assert.True(t, h.ModTime.Equal(time.Unix(orchEpoch, 0)), "file mtime is SOURCE_DATE_EPOCH, got %s", h.ModTime)
+
+		bin := filepath.Join(t.TempDir(), "cocalc-k8s")
+		require.NoError(t, os.WriteFile(bin, img.contents["/cocalc-k8s"], 0o755))
+		f, err := elf.Open(bin)
+		require.NoError(t, err)
+		assert.Equal(t, elfMachine[img.platform], f.Machine, "%s binary", img.platform)
+		for _, p := range f.Progs {
+			assert.NotEqual(t, elf.PT_INTERP, p.Type, "%s is dynamically linked: it cannot run on an empty base", img.platform)
+		}
+		f.Close()
+		if img.platform == "linux/amd64" {
+			assert.Contains(t, run(t, bin, "version"), testVersion, "version stamped by the build")
+			assert.Contains(t, run(t, bin, "--help"), "serve")
+		}
+	}
+	assert.ElementsMatch(t, []string{"linux/amd64", "linux/arm64"}, platforms)
+}
+
+// Two builds of the same commit give the same digest; a different
+// SOURCE_DATE_EPOCH gives another (the epoch is what the image records).
+func TestOrchestratorImageIsReproducible(t *testing.T) {
+	first := readLayout(t, orchestratorLayout(t))
+	again := filepath.Join(t.TempDir(), "orchestrator")
+	digest, took := build(t, orchEpoch, "orchestrator", "-out", again, "-version", testVersion, "-revision", "test-revision")
+	t.Logf("rebuild (warm Go cache): %s", took.Round(time.Millisecond))
+	assert.Equal(t, first.digest, digest, "a second build gives the same image index")
+	assert.Equal(t, first.digest, readLayout(t, again).digest)
+
+	other := filepath.Join(t.TempDir(), "orchestrator")
+	digest, _ = build(t, orchEpoch+1, "orchestrator", "-out", other, "-version", testVersion, "-revision", "test-revision")
+	assert.NotEqual(t, first.digest, digest, "another SOURCE_DATE_EPOCH is another image")
 }
 
 func run(t *testing.T, bin string, args ...string) string {
@@ -109,39 +217,162 @@ func run(t *testing.T, bin string, args ...string) string {
 	return string(out)
 }
 
-func TestOrchestratorImage(t *testing.T) {
-	d := readDockerfile(t, "orchestrator")
-	final := d.finalStage()
-	assert.Equal(t, "FROM scratch", final[0])
-	assert.Contains(t, final, "USER 2001:2001", "runs as the project user, like the chart's securityContext")
-	assert.Contains(t, final, `ENTRYPOINT ["/cocalc-k8s"]`, "the chart passes only args")
-
-	bin := d.buildStage(t, t.TempDir())
-	requireStatic(t, bin)
-	assert.Contains(t, run(t, bin, "version"), "image-test", "version stamped by the build stage")
-	assert.Contains(t, run(t, bin, "--help"), "serve")
-}
-
-func TestServerImage(t *testing.T) {
-	d := readDockerfile(t, "server")
-	final := strings.Join(d.finalStage(), "\n")
-	assert.Contains(t, final, "FROM ${COCALC_SERVER_IMAGE}")
-	for _, l := range d.lines {
-		if strings.HasPrefix(l, "ARG COCALC_SERVER_IMAGE") {
-			assert.Equal(t, "ARG COCALC_SERVER_IMAGE", l, "the CoCalc base must be pinned by the builder, never defaulted to a moving tag")
+func TestServerDockerfile(t *testing.T) {
+	d := parseDockerfile(t, "server")
+	requireArgWithoutDefault(t, d, "COCALC_SERVER_IMAGE")
+	requireArgWithoutDefault(t, d, "ORCHESTRATOR_IMAGE")
+	require.Len(t, d.Stages, 2)
+	assert.Equal(t, "${ORCHESTRATOR_IMAGE}", d.Stages[0].From)
+	assert.Equal(t, "orchestrator", d.Stages[0].Name)
+	assert.Empty(t, d.Stages[0].Instructions, "the orchestrator stage is the orchestrator image as built: no Go build here")
+	assert.Equal(t, "${COCALC_SERVER_IMAGE}", d.Stages[1].From)
+	for i := range d.Stages {
+		for _, r := range d.instructions(i, "run") {
+			assert.NotContains(t, strings.Join(r, " "), "go build", "cocalc-k8s is built once, by the orchestrator image")
 		}
 	}
-	assert.Contains(t, final, "ln -s cocalc-k8s /usr/local/bin/smc-compute")
-	assert.Contains(t, final, smccompute.EnvAPI+"="+smccompute.DefaultAPI)
-	assert.Contains(t, final, smccompute.EnvHomes+"=/projects/home")
 
-	dir := t.TempDir()
-	bin := d.buildStage(t, dir)
-	requireStatic(t, bin)
+	// The server copies the orchestrator image's entrypoint binary.
+	orch := readLayout(t, orchestratorLayout(t))
+	var amd64 platformImage
+	for _, m := range orch.index.Manifests {
+		if m.Platform.Architecture == "amd64" {
+			amd64 = orch.image(t, m, "/cocalc-k8s")
+		}
+	}
+	entry := amd64.config.Config.Entrypoint[0]
+	var copied bool
+	for _, in := range d.Stages[1].Instructions {
+		if in.Cmd == "copy" && assert.Len(t, in.Args, 2) && in.Args[0] == entry {
+			assert.Equal(t, []string{"--from=orchestrator"}, in.Flags)
+			assert.Equal(t, "/usr/local/bin/cocalc-k8s", in.Args[1])
+			copied = true
+		}
+	}
+	assert.True(t, copied, "the final stage copies %s from the orchestrator stage", entry)
+	final := strings.Join(flatten(d.instructions(1, "run")), "\n")
+	assert.Contains(t, final, "ln -s cocalc-k8s /usr/local/bin/smc-compute")
+	env := strings.Join(flatten(d.instructions(1, "env")), "\n")
+	assert.Contains(t, env, smccompute.EnvAPI+"\n"+smccompute.DefaultAPI)
+	assert.Contains(t, env, smccompute.EnvHomes+"\n/projects/home")
+
 	// What the final stage's RUN checks: the binary answers as smc-compute.
+	dir := t.TempDir()
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "cocalc-k8s"), amd64.contents["/cocalc-k8s"], 0o755))
 	link := filepath.Join(dir, smccompute.ProgramName)
 	require.NoError(t, os.Symlink("cocalc-k8s", link))
 	help := run(t, link, "--help")
 	assert.Contains(t, help, "smc-compute")
 	assert.NotContains(t, help, "Run the orchestrator")
+}
+
+func flatten(xs [][]string) []string {
+	var out []string
+	for _, x := range xs {
+		out = append(out, x...)
+	}
+	return out
+}
+
+func TestProjectDockerfile(t *testing.T) {
+	d := parseDockerfile(t, "project")
+	requireArgWithoutDefault(t, d, "COCALC_PROJECT_IMAGE")
+	require.Len(t, d.Stages, 1, "an overlay: one stage on the upstream image")
+	assert.Equal(t, "${COCALC_PROJECT_IMAGE}", d.Stages[0].From)
+
+	b, err := os.ReadFile(filepath.Join(repoRoot, "charts", "cocalc", "values.yaml"))
+	require.NoError(t, err)
+	var v struct {
+		Projects struct {
+			Security struct {
+				RunAsUser  int64 `json:"runAsUser"`
+				RunAsGroup int64 `json:"runAsGroup"`
+			} `json:"security"`
+		} `json:"projects"`
+	}
+	require.NoError(t, yaml.Unmarshal(b, &v))
+	users := d.instructions(0, "user")
+	require.Len(t, users, 1)
+	assert.Equal(t, []string{fmt.Sprintf("%d:%d", v.Projects.Security.RunAsUser, v.Projects.Security.RunAsGroup)}, users[0],
+		"numeric USER equal to the chart's project uid/gid, so runAsNonRoot can be verified")
+	assert.ElementsMatch(t, []string{fmt.Sprintf("%d/tcp", podtemplate.HubPort), fmt.Sprintf("%d/tcp", podtemplate.RawPort)},
+		flatten(d.instructions(0, "expose")))
+	for _, in := range d.Stages[0].Instructions {
+		assert.Contains(t, []string{"user", "expose", "label"}, in.Cmd, "the overlay adds only what the chart's pods need (README.md)")
+	}
+}
+
+// The nfs-server image: Debian's packages by debootstrap (root, cached
+// under .cache/images), one layer, the Dockerfile's runtime configuration.
+func TestNFSServerImage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("debootstraps a Debian root filesystem on the first run: not in -short")
+	}
+	if os.Getuid() != 0 {
+		t.Skipf("debootstrap and chroot need root; this test runs as uid %d", os.Getuid())
+	}
+	if _, err := exec.LookPath("debootstrap"); err != nil {
+		t.Skip("debootstrap not installed: `make deps`")
+	}
+	start := time.Now()
+	out, err := exec.Command(filepath.Join(repoRoot, "tools", "images", "nfs-server", "rootfs.sh")).Output()
+	require.NoError(t, err, "rootfs.sh")
+	rootfs := strings.TrimSpace(string(out))
+	t.Logf("root filesystem %s: %s", rootfs, time.Since(start).Round(time.Millisecond))
+
+	dir := filepath.Join(t.TempDir(), "nfs-server")
+	digest, took := build(t, orchEpoch, "rootfs", "-rootfs", rootfs, "-config", "nfs-server", "-out", dir, "-version", testVersion)
+	t.Logf("nfs-server layer and layout: %s", took.Round(time.Millisecond))
+	again, _ := build(t, orchEpoch, "rootfs", "-rootfs", rootfs, "-config", "nfs-server", "-out", filepath.Join(t.TempDir(), "nfs-server"), "-version", testVersion)
+	assert.Equal(t, digest, again, "the same root filesystem gives the same image")
+
+	l := readLayout(t, dir)
+	require.Len(t, l.index.Manifests, 1, "amd64 only: a foreign-architecture debootstrap needs qemu-user and binfmt_misc")
+	img := l.image(t, l.index.Manifests[0])
+	assert.Equal(t, "linux/amd64", img.platform)
+	ganesha := img.files["/usr/bin/ganesha.nfsd"]
+	require.NotNil(t, ganesha, "the server")
+	assert.NotZero(t, ganesha.Mode&0o111, "executable")
+	assert.NotNil(t, img.files["/usr/lib/x86_64-linux-gnu/ganesha/libfsalvfs.so"], "the VFS backend (nfs-ganesha-vfs)")
+	require.NotNil(t, img.files["/etc/ganesha"], "the chart mounts ganesha.conf in /etc/ganesha")
+	for name := range img.files {
+		assert.False(t, strings.HasPrefix(name, "/etc/ganesha/"), "%s: the image carries no configuration", name)
+		assert.False(t, strings.HasPrefix(name, "/var/lib/apt/lists/"), "%s: no apt lists", name)
+		assert.False(t, strings.HasPrefix(name, "/dev/"), "%s: the runtime provides /dev", name)
+	}
+
+	// The runtime configuration is the Dockerfile's (test/nfsserver runs
+	// that ENTRYPOINT with the chart's rendered ganesha.conf).
+	d := parseDockerfile(t, "nfs-server")
+	final := len(d.Stages) - 1
+	entry := d.instructions(final, "entrypoint")
+	require.Len(t, entry, 1)
+	assert.Equal(t, entry[0], img.config.Config.Entrypoint)
+	var ports []string
+	for p := range img.config.Config.ExposedPorts {
+		ports = append(ports, p)
+	}
+	assert.ElementsMatch(t, flatten(d.instructions(final, "expose")), ports)
+	assert.Empty(t, d.instructions(final, "user"))
+	assert.Empty(t, img.config.Config.User, "uid 0 with the four capabilities the chart adds (README.md)")
+
+	// The image's own files run: ganesha.nfsd and its libraries in a
+	// chroot of the unpacked layer.
+	unpacked := t.TempDir()
+	unpack(t, l, img, unpacked)
+	v, err := exec.Command("chroot", unpacked, entry[0][0], "-v").CombinedOutput()
+	require.NoError(t, err, "ganesha.nfsd -v in the image: %s", v)
+	assert.Contains(t, string(v), "NFS-Ganesha Release")
+	t.Logf("%s", strings.TrimSpace(string(v)))
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if orchLayout != "" {
+		os.RemoveAll(filepath.Dir(orchLayout))
+	}
+	if toolPath != "" {
+		os.RemoveAll(filepath.Dir(toolPath))
+	}
+	os.Exit(code)
 }

@@ -130,13 +130,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		layouts := fs.String("layouts", "out/images", "directory of OCI layouts (make images)")
 		chart := fs.String("chart", "charts/cocalc", "chart directory (read only: a copy is packaged)")
 		helm := fs.String("helm", "bin/helm", "helm binary")
+		require := fs.String("require", "", "comma-separated images that must be published (a release: orchestrator,nfs-server,server,project)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if *registry == "" || *version == "" {
 			return errors.New("publish: -registry and -version are required")
 		}
-		pushed, chartRef, err := publish(ctx, *registry, *version, *layouts, *chart, *helm)
+		pushed, chartRef, err := publish(ctx, *registry, *version, *layouts, *chart, *helm, splitList(*require))
 		if err != nil {
 			return err
 		}
@@ -256,4 +257,14 @@ func readTopTag(dir string) (string, error) {
 		return "", errors.New("not one entry")
 	}
 	return im.Manifests[0].Annotations[annotRefName], nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }

@@ -63,16 +63,45 @@ func readLayoutIndex(dir string) (v1.ImageIndex, error) {
 	return top.ImageIndex(im.Manifests[0].Digest)
 }
 
-// pushLayout pushes the layout's image index as ref and returns its digest.
+// pushLayout pushes the layout's entry (an image index, or one image as
+// docker buildx writes a single-platform build) as ref and returns its
+// digest.
 func pushLayout(ctx context.Context, dir string, ref name.Tag) (v1.Hash, error) {
-	idx, err := readLayoutIndex(dir)
+	lp, err := layout.FromPath(dir)
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("layout %s: %w", dir, err)
+	}
+	top, err := lp.ImageIndex()
+	if err != nil {
+		return v1.Hash{}, fmt.Errorf("layout %s: %w", dir, err)
+	}
+	im, err := top.IndexManifest()
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	if err := remote.WriteIndex(ref, idx, remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
+	if len(im.Manifests) != 1 {
+		return v1.Hash{}, fmt.Errorf("layout %s: %d entries in index.json, want 1", dir, len(im.Manifests))
+	}
+	desc := im.Manifests[0]
+	opts := []remote.Option{remote.WithContext(ctx), remote.WithAuthFromKeychain(authn.DefaultKeychain)}
+	if desc.MediaType.IsImage() {
+		img, err := top.Image(desc.Digest)
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		if err := remote.Write(ref, img, opts...); err != nil {
+			return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
+		}
+		return desc.Digest, nil
+	}
+	idx, err := top.ImageIndex(desc.Digest)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	if err := remote.WriteIndex(ref, idx, opts...); err != nil {
 		return v1.Hash{}, fmt.Errorf("push %s: %w", ref, err)
 	}
-	return idx.Digest()
+	return desc.Digest, nil
 }
 
 // pushedImage is one image publish pushed.
@@ -86,7 +115,15 @@ type pushedImage struct {
 // publish pushes every layout under layouts whose name the chart knows,
 // then packages the chart with their references (repository, tag, digest)
 // in a copy of its values.yaml and pushes it to oci://registry/charts.
-func publish(ctx context.Context, registry, version, layouts, chart, helm string) ([]pushedImage, string, error) {
+func publish(ctx context.Context, registry, version, layouts, chart, helm string, require []string) ([]pushedImage, string, error) {
+	for _, r := range require {
+		if _, known := chartImages[r]; !known {
+			return nil, "", fmt.Errorf("-require %s: not an image of the chart", r)
+		}
+		if _, err := os.Stat(filepath.Join(layouts, r, "index.json")); err != nil {
+			return nil, "", fmt.Errorf("required image %s: no layout in %s: %w", r, layouts, err)
+		}
+	}
 	opts := []name.Option{name.StrictValidation}
 	if loopbackRegistry(registry) {
 		opts = append(opts, name.Insecure)
