@@ -3,6 +3,7 @@ package chart
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -205,10 +206,19 @@ func TestNetworkPoliciesIsolateProjects(t *testing.T) {
 					add(internet4, p, port, corev1.ProtocolTCP, false)
 					add(w.kubeSystemOther, p, port, corev1.ProtocolTCP, false)
 				}
-				// Projects reach nothing inside the cluster.
-				for _, port := range w.serverPorts {
-					add(p, w.server, port, corev1.ProtocolTCP, false)
+				// Projects reach nothing inside the cluster but, in database mode, the hub's conat server
+				// (CONAT_SERVER): exactly hub.port of the server pod, TCP. The 2020 hub connects to its
+				// projects, never the other way: there the port stays closed like every other.
+				hubOpen := values.hubProtocol == "database"
+				for _, port := range append(slices.Clone(w.serverPorts), values.hubPort) {
+					add(p, w.server, port, corev1.ProtocolTCP, hubOpen && port == values.hubPort)
 				}
+				add(p, w.server, values.hubPort, corev1.ProtocolUDP, false)
+				add(p, w.server, values.hubPort+1, corev1.ProtocolTCP, false)
+				if w.hasNFS {
+					add(p, w.nfs, values.hubPort, corev1.ProtocolTCP, false)
+				}
+				add(p, w.kubeSystemOther, values.hubPort, corev1.ProtocolTCP, false)
 				if w.hasNFS {
 					add(p, w.nfs, 2049, corev1.ProtocolTCP, false)
 				}
@@ -250,6 +260,9 @@ func TestNetworkPoliciesIsolateProjects(t *testing.T) {
 			add(internet4, w.server, int32(values.httpPort), corev1.ProtocolTCP, true)
 			add(internet4, w.server, int32(values.httpsPort), corev1.ProtocolTCP, true)
 			add(internet4, w.server, 8471, corev1.ProtocolTCP, false)
+			// The hub port is for projects only.
+			add(internet4, w.server, values.hubPort, corev1.ProtocolTCP, false)
+			add(w.kubeSystemOther, w.server, values.hubPort, corev1.ProtocolTCP, false)
 			add(w.monitoring, w.server, 8471, corev1.ProtocolTCP, values.healthFromMonitoring)
 			if w.hasNFS {
 				add(w.server, w.nfs, 2049, corev1.ProtocolTCP, true)
@@ -317,6 +330,8 @@ type policyValues struct {
 	ipv6Enabled          bool     // networkPolicy.projects.outside.ipv6.enabled
 	ipv6ClusterCIDRs     []string // networkPolicy.projects.outside.ipv6.clusterCIDRs
 	projectNameservers   []string // projects.dns.nameservers
+	hubProtocol          string   // hub.protocol
+	hubPort              int32    // hub.port
 }
 
 // addrAfter returns the first address past a prefix, if there is one.
@@ -392,6 +407,8 @@ func chartValues(t *testing.T, c valuesCase) policyValues {
 		ipv6Enabled:        get("networkPolicy", "projects", "outside", "ipv6", "enabled").(bool),
 		ipv6ClusterCIDRs:   strs(get("networkPolicy", "projects", "outside", "ipv6", "clusterCIDRs")),
 		projectNameservers: strs(get("projects", "dns", "nameservers")),
+		hubProtocol:        get("hub", "protocol").(string),
+		hubPort:            int32(get("hub", "port").(float64)),
 	}
 	pv.healthFromMonitoring = fmt.Sprint(get("networkPolicy", "server", "healthFrom")) != "[]"
 	return pv

@@ -319,7 +319,7 @@ func TestPostgreSQLModes(t *testing.T) {
 		{name: "default"},
 		{name: "ci-external-pg", secret: releaseName + "-postgresql", key: "password", host: "10.20.0.5", chartSecret: true},
 		{name: "ci-nfs-external", secret: "pg-credentials", key: "pw", host: "pg.example.org"},
-		{name: "onprem", secret: "cocalc-postgresql", key: "password", host: "postgres.db.example.org"},
+		{name: "database", secret: "cocalc-postgresql", key: "password", host: "postgres.db.example.org"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {

@@ -223,6 +223,72 @@ mounts NFS inline (the in-cluster server's ClusterIP is known only at runtime), 
 {{- end -}}
 
 {{/*
+The hub's own HTTP check (server.healthCheck, port "" resolved by hub.protocol), as YAML:
+{port: <container port name>, scheme: HTTP|HTTPS, path, servicePort: <server Service port number>}.
+smc-compute: https (the 2020 hub listens on localhost only; haproxy on 443 routes /alive to it);
+database: hub (hub.port, the current hub's own server).
+Usage: {{- $check := include "cocalc.hubHealthCheck" . | fromYaml }}
+*/}}
+{{- define "cocalc.hubHealthCheck" -}}
+{{- $port := .Values.server.healthCheck.port -}}
+{{- if not $port -}}{{- $port = ternary "hub" "https" (eq .Values.hub.protocol "database") -}}{{- end -}}
+{{- $servicePort := dict "http" .Values.service.httpPort "https" .Values.service.httpsPort "hub" .Values.hub.port -}}
+port: {{ $port }}
+scheme: {{ ternary "HTTPS" "HTTP" (eq $port "https") }}
+path: {{ .Values.server.healthCheck.path | quote }}
+servicePort: {{ get $servicePort $port }}
+{{- end -}}
+
+{{/*
+One hub probe: the probe's values as given, plus httpGet of "cocalc.hubHealthCheck" unless they name a
+handler of their own (httpGet, tcpSocket, exec, grpc).
+Usage:
+  startupProbe:
+    {{- include "cocalc.hubProbe" (dict "root" $ "probe" .Values.server.startupProbe) | nindent 4 }}
+*/}}
+{{- define "cocalc.hubProbe" -}}
+{{- $probe := deepCopy .probe -}}
+{{- if not (or $probe.httpGet $probe.tcpSocket $probe.exec $probe.grpc) -}}
+{{- $check := include "cocalc.hubHealthCheck" .root | fromYaml -}}
+{{- $_ := set $probe "httpGet" (dict "path" $check.path "port" $check.port "scheme" $check.scheme) -}}
+{{- end -}}
+{{- toYaml $probe -}}
+{{- end -}}
+
+{{/*
+"true" when the orchestrator gets a hub database (`serve --postgres`): always in database mode; in smc-compute
+mode for postgresql.mode external (allowed only with hub.externalPostgresInSmcCompute) or with
+hub.embeddedDatabase.activityInSmcCompute.
+*/}}
+{{- define "cocalc.orchestrator.hasPostgres" -}}
+{{- if or (eq .Values.hub.protocol "database") (eq .Values.postgresql.mode "external") .Values.hub.embeddedDatabase.activityInSmcCompute -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The orchestrator's `--postgres` connection string (libpq key=value, every value single-quoted with \ and '
+escaped), never with a password: PGPASSWORD comes from the Secret as an environment variable. External:
+postgresql.external; embedded: hub.embeddedDatabase (loopback; the orchestrator is a sidecar of the hub).
+Usage: - {{ printf "--postgres=%s" (include "cocalc.orchestrator.postgresDSN" .) | quote }}
+*/}}
+{{- define "cocalc.orchestrator.postgresDSN" -}}
+{{- $db := .Values.hub.embeddedDatabase -}}
+{{- if eq .Values.postgresql.mode "external" -}}{{- $db = .Values.postgresql.external -}}{{- end -}}
+{{- $parts := list -}}
+{{- range $k, $v := dict "host" $db.host "port" (toString (int $db.port)) "dbname" $db.database "user" $db.user -}}
+{{- $parts = append $parts (printf "%s='%s'" $k (toString $v | replace "\\" "\\\\" | replace "'" "\\'")) -}}
+{{- end -}}
+{{- join " " $parts -}}
+{{- end -}}
+
+{{/*
+CONAT_SERVER of projects in database mode: the hub port of the server Service, by its name in the release
+namespace (projects may run in another one), plus the base path as CoCalc's own default appends it.
+*/}}
+{{- define "cocalc.conatServer" -}}
+{{- printf "http://%s.%s.svc:%d%s" (include "cocalc.serverName" .) .Release.Namespace (int .Values.hub.port) (ternary "" .Values.hub.basePath (eq .Values.hub.basePath "/")) -}}
+{{- end -}}
+
+{{/*
 Render-time checks for rules values.schema.json cannot express across keys. Each message names the key.
 */}}
 {{- define "cocalc.validate" -}}
@@ -232,6 +298,15 @@ Render-time checks for rules values.schema.json cannot express across keys. Each
 {{- end -}}
 {{- if and (eq .Values.postgresql.mode "external") (not .Values.postgresql.external.existingSecret) (not .Values.postgresql.external.password) -}}
 {{- fail "postgresql.external.existingSecret: set it (or postgresql.external.password) when postgresql.mode is external; the chart never generates passwords" -}}
+{{- end -}}
+{{- if and (eq .Values.postgresql.mode "external") (eq .Values.hub.protocol "smc-compute") (not .Values.hub.externalPostgresInSmcCompute) -}}
+{{- fail "postgresql.mode: external does nothing with hub.protocol smc-compute: the 2020 server image's start script sets PGHOST to its embedded database's socket and always starts that database, so the hub would never use the external one. Use hub.protocol database (current CoCalc), or set hub.externalPostgresInSmcCompute: true if your server image honours PGHOST" -}}
+{{- end -}}
+{{- if and (eq .Values.hub.protocol "database") (has (int .Values.hub.port) (list (int .Values.server.ports.http) (int .Values.server.ports.https) (int .Values.orchestrator.ports.api) (int .Values.orchestrator.ports.health))) -}}
+{{- fail "hub.port: must differ from server.ports.http/https and orchestrator.ports in database mode (it is a container port of its own)" -}}
+{{- end -}}
+{{- if and (eq .Values.hub.protocol "smc-compute") (eq .Values.server.healthCheck.port "hub") -}}
+{{- fail "server.healthCheck.port: hub is only a container port in hub.protocol database (the 2020 hub listens on localhost only; use https)" -}}
 {{- end -}}
 {{- if eq .Values.storage.mode "nfs" -}}
 {{- if not .Values.storage.nfs.server -}}

@@ -132,3 +132,26 @@ Usage:
       kubernetes.io/metadata.name: {{ .Release.Namespace }}
   {{- end }}
 {{- end -}}
+
+
+{{/*
+Database mode (hub.protocol database) only: current CoCalc projects connect to the hub's conat server
+(CONAT_SERVER, the hub port of the server Service); a policy sees the connection after the Service's
+translation, so the rule names the server pod and the container port hub.port. Nothing in smc-compute mode:
+the 2020 hub connects to its projects, never the other way.
+Usage:
+  egress:
+    {{- with include "cocalc.networkPolicy.hubEgressRules" . | trim }}
+    {{- . | nindent 4 }}
+    {{- end }}
+*/}}
+{{- define "cocalc.networkPolicy.hubEgressRules" -}}
+{{- if eq .Values.hub.protocol "database" }}
+# The hub's conat server (CONAT_SERVER), nothing else of the server pod.
+- to:
+    {{- include "cocalc.networkPolicy.serverPeer" . | nindent 4 }}
+  ports:
+    - protocol: TCP
+      port: {{ .Values.hub.port }}
+{{- end }}
+{{- end -}}
