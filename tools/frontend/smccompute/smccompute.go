@@ -246,6 +246,11 @@ func (r *runner) fullStatus(ctx context.Context, id project.ID) (any, error) {
 func (r *runner) start(ctx context.Context, id project.ID, restart bool) error {
 	in := r.in
 	extra := decodeExtraEnv(in.str("extra_env", ""), slog.Default())
+	if b := in.str("base_url", ""); b != "" && b != "/" {
+		// The chart serves the 2020 hub at the site's root and the hub
+		// proxies project URLs itself: a base path never reaches a project.
+		slog.Warn("smc-compute: --base_url is not used (the chart serves CoCalc at /)", "base_url", b, "project", id)
+	}
 	q := podtemplate.Quota{
 		Cores:     in.float("cores", 0),
 		MemoryMiB: in.int("memory", 0),
