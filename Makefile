@@ -12,6 +12,7 @@ GO      ?= go
 BIN     := $(CURDIR)/bin
 HELM    := $(BIN)/helm
 HELM4   := $(BIN)/helm4
+PROMTOOL := $(BIN)/promtool
 CHART   := charts/cocalc
 # Identical flags for every tool build, so Go's build cache is reused.
 TOOL_BUILD := CGO_ENABLED=0 $(GO) build -trimpath
@@ -29,7 +30,7 @@ deps: ## install the Debian packages the tests need (idempotent)
 	@ci/install-deps.sh
 
 .PHONY: tools
-tools: $(HELM) $(HELM4) ## build helm (v3) and helm4 into bin/
+tools: $(HELM) $(HELM4) $(PROMTOOL) ## build helm (v3), helm4, promtool and promql-names into bin/
 
 # Helm's own Makefile stamps its version and the Kubernetes version it assumes for
 # `helm template`/`helm lint` (1.<client-go minor>) with -X; without them helm
@@ -48,6 +49,14 @@ $(HELM4): ci/tools/helm4/go.mod ci/tools/helm4/go.sum
 	cd ci/tools/helm4 && \
 	v=$$($(GO) list -m -f '{{.Version}}' helm.sh/helm/v4) && \
 	$(TOOL_BUILD) -ldflags "-X helm.sh/helm/v4/internal/version.version=$$v" -o $@ helm.sh/helm/v4/cmd/helm
+
+# promtool (check rules, test rules) and promql-names (the same module's PromQL
+# parser: the metric names of an expression) for the monitoring tests in test/chart.
+$(PROMTOOL): ci/tools/promtool/go.mod ci/tools/promtool/go.sum ci/tools/promtool/promqlnames/main.go
+	cd ci/tools/promtool && \
+	v=$$($(GO) list -m -f '{{.Version}}' github.com/prometheus/prometheus) && \
+	$(TOOL_BUILD) -ldflags "-X github.com/prometheus/common/version.Version=$$v" -o $@ github.com/prometheus/prometheus/cmd/promtool && \
+	$(TOOL_BUILD) -o $(BIN)/promql-names ./promqlnames
 
 .PHONY: build
 build: ## build the orchestrator (static) into bin/
