@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -15,13 +16,16 @@ import (
 func newCheckCmd(stdout, stderr io.Writer) *cobra.Command {
 	var tcp, urls []string
 	var timeout, interval time.Duration
+	var insecure bool
 	cmd := &cobra.Command{
 		Use:   "check",
 		Short: "Wait until TCP and HTTP targets answer (for helm test)",
 		Long: `Retry until every target answers, or fail after --timeout.
 
 A --tcp target answers when a TCP connection opens; an --http target when a
-GET returns a 2xx or 3xx status. Used by the chart's "helm test" pod.
+GET returns a 2xx or 3xx status (redirects are not followed). HTTPS targets
+are verified unless --insecure-skip-tls-verify (for a server's self-signed
+certificate). Used by the chart's "helm test" pod.
 Exit code 0 when all answered, 4 on timeout, 2 on bad flags.`,
 		Example: `  cocalc-k8s check --tcp cocalc-server:80 --http http://cocalc-server:8471/readyz --timeout 60s`,
 		Args:    exactArgs(0),
@@ -45,8 +49,9 @@ Exit code 0 when all answered, 4 on timeout, 2 on bad flags.`,
 				}
 				fmt.Fprintf(stdout, "ok tcp %s\n", t)
 			}
+			client := httpCheckClient(insecure)
 			for _, u := range urls {
-				if err := retry(ctx, interval, stderr, "http "+u, func(ctx context.Context) error { return checkHTTP(ctx, u) }); err != nil {
+				if err := retry(ctx, interval, stderr, "http "+u, func(ctx context.Context) error { return checkHTTP(ctx, client, u) }); err != nil {
 					return err
 				}
 				fmt.Fprintf(stdout, "ok http %s\n", u)
@@ -56,6 +61,7 @@ Exit code 0 when all answered, 4 on timeout, 2 on bad flags.`,
 	}
 	cmd.Flags().StringArrayVar(&tcp, "tcp", nil, "host:port that must accept a TCP connection (repeatable)")
 	cmd.Flags().StringArrayVar(&urls, "http", nil, "URL that must answer GET with 2xx/3xx (repeatable)")
+	cmd.Flags().BoolVar(&insecure, "insecure-skip-tls-verify", false, "do not verify the certificates of --http https:// targets")
 	cmd.Flags().DurationVar(&timeout, "timeout", 60*time.Second, "give up after this long")
 	cmd.Flags().DurationVar(&interval, "interval", time.Second, "pause between attempts")
 	return cmd
@@ -89,14 +95,23 @@ func checkTCP(ctx context.Context, addr string) error {
 	return conn.Close()
 }
 
-func checkHTTP(ctx context.Context, url string) error {
+// httpCheckClient never follows redirects (a 3xx answers); with insecure it
+// accepts any server certificate.
+func httpCheckClient(insecure bool) *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if insecure {
+		tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: true} //nolint:gosec // opted in by flag: self-signed server certificates
+	}
+	return &http.Client{Transport: tr, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+func checkHTTP(ctx context.Context, client *http.Client, url string) error {
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		return err
 	}
-	client := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	resp, err := client.Do(req)
 	if err != nil {
 		return err
