@@ -1,6 +1,8 @@
 package chart
 
 import (
+	"bytes"
+	"context"
 	"encoding/base64"
 	"fmt"
 	"maps"
@@ -15,6 +17,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/cli"
 )
 
 // hubValues are the values the hub wiring depends on, read from a case's
@@ -342,4 +346,23 @@ func TestHubHealthCheckDefaults(t *testing.T) {
 	assert.Nil(t, p.HTTPGet)
 	require.NotNil(t, p.TCPSocket)
 	assert.Equal(t, "http", p.TCPSocket.Port.StrVal)
+}
+
+// The arguments the chart renders are flags `cocalc-k8s` knows, with values
+// of the right types: the binary parses them (--help stops before running).
+func TestRenderedArgsParseAsCocalcK8sFlags(t *testing.T) {
+	for _, c := range renderCases(t) {
+		t.Run(c.name, func(t *testing.T) {
+			m := renderObjects(t, c)
+			argSets := map[string][]string{"orchestrator": orch(t, serverDeployment(t, m).Spec.Template.Spec).Args}
+			if pod, ok := maybe[*corev1.Pod](m, releaseName+"-test-connection"); ok {
+				argSets["helm test"] = pod.Spec.Containers[0].Args
+			}
+			for name, args := range argSets {
+				var stdout, stderr bytes.Buffer
+				code := cli.Execute(context.Background(), append(slices.Clone(args), "--help"), &stdout, &stderr)
+				assert.Equal(t, 0, code, "%s args %q: %s", name, args, stderr.String())
+			}
+		})
+	}
 }
