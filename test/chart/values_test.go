@@ -87,6 +87,7 @@ var nativeObjects = map[string]bool{
 	"server.startupProbe": true, "server.livenessProbe": true, "server.readinessProbe": true,
 	"orchestrator.resources": true, "orchestrator.securityContext": true,
 	"storage.nfsServer.resources": true,
+	"backup.resources":            true,
 }
 
 // Every chart-defined key in values.yaml carries a comment (above it or at the end of its line).
