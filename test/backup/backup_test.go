@@ -263,16 +263,36 @@ func TestFailedDumpLeavesNoSnapshot(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	s := pg.Start(t)
-	s.CreateDatabase(ctx, database)
+	url := s.CreateDatabase(ctx, database)
 	e := newEnv(t, s)
 	code, out := e.backup("database", 7)
 	require.Equal(t, 0, code, out)
 
+	// Fails before writing anything: restic stores no empty snapshot.
 	code, out = e.backup("database", 7, "PGDATABASE=no_such_database")
 	require.NotEqual(t, 0, code, "a failed pg_dump must fail the run:\n%s", out)
 	assert.Contains(t, out, "pg_dump failed")
-	snaps := e.snapshots("database")
-	assert.Len(t, snaps, 1, "only the good snapshot remains:\n%s", out)
+	assert.Len(t, e.snapshots("database"), 1, "only the good snapshot remains:\n%s", out)
+
+	// Fails in the middle of its output: a table under row-level security
+	// that the dumping user may read only in part makes pg_dump stop at its
+	// data, after the archive's header and table of contents went out; restic
+	// would keep that truncated dump as the newest snapshot.
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `CREATE ROLE dumper LOGIN;
+CREATE TABLE a_plain (id int); INSERT INTO a_plain SELECT generate_series(1, 50000);
+CREATE TABLE z_guarded (id int, owner text); INSERT INTO z_guarded VALUES (1, 'someone');
+ALTER TABLE z_guarded ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own ON z_guarded USING (owner = current_user);
+GRANT SELECT ON a_plain, z_guarded TO dumper`)
+	require.NoError(t, err)
+	code, out = e.backup("database", 7, "PGUSER=dumper")
+	require.NotEqual(t, 0, code, "a failed pg_dump must fail the run:\n%s", out)
+	assert.Contains(t, out, "row-level security", "pg_dump failed where intended")
+	assert.Regexp(t, `pg_dump failed \(exit 1\); its incomplete snapshot [0-9a-f]{8,} was removed`, out, "restic had stored the truncated dump")
+	assert.Len(t, e.snapshots("database"), 1, "only the good snapshot remains:\n%s", out)
 
 	// A wrong repository password never re-initialises the repository.
 	code, out = e.backup("database", 7, "RESTIC_PASSWORD=wrong")

@@ -34,7 +34,7 @@ Usage: {{- include "cocalc.backup.validate" . }}
 {{- fail "backup.database.enabled and backup.homes.enabled: both false, nothing to back up (set backup.enabled: false)" -}}
 {{- end -}}
 {{- if and $b.database.enabled (eq .Values.postgresql.mode "embedded") -}}
-{{- fail "backup.database.enabled: postgresql.mode embedded cannot be backed up by a separate pod: the database inside the server image accepts no connection from outside its own pod (the 2020 image listens on a unix socket only, in a 0700 directory on the server's ReadWriteOnce data claim; current CoCalc on loopback). Set backup.database.enabled: false and back up the server's data claim (volume snapshots, or a copy while the server is scaled to 0: docs/backup.md), or move to postgresql.mode external" -}}
+{{- fail "backup.database.enabled: postgresql.mode embedded cannot be backed up by a separate pod: the database inside the server image accepts no connection from outside its own pod (the server images' start scripts set listen_addresses '': a unix socket only, in a 0700 directory on the server's ReadWriteOnce data claim; an image that listens at all listens on loopback). Set backup.database.enabled: false and back up the server's data claim (volume snapshots, or a copy while the server is scaled to 0: docs/backup.md), or move to postgresql.mode external" -}}
 {{- end -}}
 {{- if and (not $b.existingSecret) (not $b.password) -}}
 {{- fail "backup.existingSecret: set it (a Secret with the key RESTIC_PASSWORD, plus the object store's credentials) or backup.password; the chart never generates passwords" -}}
