@@ -280,7 +280,9 @@ func TestHelmTestPodChecksTheServer(t *testing.T) {
 	require.Len(t, pod.Spec.Containers, 1)
 	c := pod.Spec.Containers[0]
 	assert.Empty(t, c.Command, "the image's entrypoint is cocalc-k8s")
-	assert.Equal(t, []string{"check", "--tcp", releaseName + "-server:80", "--timeout", "60s"}, c.Args)
+	// The 2020 hub's /alive, through the Service's https port (haproxy, self-signed certificate); every
+	// case's URL is derived in TestHubProbesAndHelmTestAskTheHub.
+	assert.Equal(t, []string{"check", "--http", "https://" + releaseName + "-server:443/alive", "--insecure-skip-tls-verify", "--timeout", "60s"}, c.Args)
 	assert.Equal(t, serverDeployment(t, m).Spec.Template.Spec.Containers[1].Image, c.Image)
 	assert.Equal(t, true, ptrVal(pod.Spec.SecurityContext.RunAsNonRoot))
 }
