@@ -368,8 +368,9 @@ func TestHomesOwnerInitContainer(t *testing.T) {
 // The server's pod template reveals nothing about the PostgreSQL password: an
 // unsalted hash of the chart's Secret (predictable fields plus the password)
 // as an annotation would let anyone who may read Deployments test password
-// guesses offline. Two passwords give the same Deployment; the project
-// template's checksum (no secret in it) still rolls the server.
+// guesses offline. Two passwords give the same Deployment; the checksum of
+// the project template's restart fields (no secret in it) still rolls the
+// server.
 func TestPostgreSQLPasswordLeavesNoTraceInTheServerPod(t *testing.T) {
 	files := caseByName(t, "ci-external-pg").files
 	server := func(set map[string]string) (*appsv1.Deployment, *corev1.Secret) {
@@ -381,8 +382,9 @@ func TestPostgreSQLPasswordLeavesNoTraceInTheServerPod(t *testing.T) {
 	require.NotEqual(t, s1.Data, s2.Data, "the Secret holds the password")
 	assert.Equal(t, d1.Spec.Template, d2.Spec.Template, "the server pod depends on the password")
 
-	d3, _ := server(map[string]string{"postgresql.external.password": "first-password", "projects.resources.default.memoryMiB": "2000"})
+	// A template field the orchestrator cannot reload (TestProjectSettingsDoNotRestartServer has the rest).
+	d3, _ := server(map[string]string{"postgresql.external.password": "first-password", "projects.timeouts.startSeconds": "333"})
 	require.NotEmpty(t, d1.Spec.Template.Annotations["checksum/project-template"])
 	assert.NotEqual(t, d1.Spec.Template.Annotations["checksum/project-template"], d3.Spec.Template.Annotations["checksum/project-template"],
-		"a changed project template restarts the server")
+		"a project template change the orchestrator cannot reload restarts the server")
 }

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
@@ -114,7 +115,9 @@ func TestHelmUpgradeRollbackUninstall(t *testing.T) {
 	require.NoError(t, err)
 
 	// Upgrade: a new project memory default must reach the template the
-	// orchestrator reads, and roll the server (checksum annotation).
+	// orchestrator reads (it reloads the mounted file) without rolling the
+	// server: same Deployment generation, same pod, users stay connected.
+	podBefore := serverPodUID(t, c, ns)
 	changed := mergeValues(standinValues, map[string]string{"projects.resources.default.memoryMiB": "2000"})
 	upOpts := helmOptions(t, c, ns, changed)
 	require.NoError(t, helm.UpgradeE(t, upOpts, chartDir(), releaseName), "helm upgrade")
@@ -123,8 +126,16 @@ func TestHelmUpgradeRollbackUninstall(t *testing.T) {
 	require.NotEqual(t, before.Resources.Default.MemoryMiB, after.Resources.Default.MemoryMiB)
 	depAfter, err := c.Client.AppsV1().Deployments(ns).Get(t.Context(), serverName, metav1.GetOptions{})
 	require.NoError(t, err)
-	require.Greater(t, depAfter.Generation, depBefore.Generation, "a changed template must roll the server pod")
+	require.Equal(t, depBefore.Generation, depAfter.Generation, "a reloadable project setting rolled the server")
+	require.Equal(t, podBefore, serverPodUID(t, c, ns), "a project-only upgrade replaced the server pod")
 	require.True(t, deploymentAvailable(depAfter), "server not available after upgrade --wait: %+v", depAfter.Status)
+
+	// A template field the orchestrator cannot reload (a timeout) rolls it.
+	restart := mergeValues(changed, map[string]string{"projects.timeouts.startSeconds": "301"})
+	require.NoError(t, helm.UpgradeE(t, helmOptions(t, c, ns, restart), chartDir(), releaseName), "helm upgrade")
+	depRolled, err := c.Client.AppsV1().Deployments(ns).Get(t.Context(), serverName, metav1.GetOptions{})
+	require.NoError(t, err)
+	require.Greater(t, depRolled.Generation, depAfter.Generation, "a template change needing a restart must roll the server pod")
 
 	// Rollback to revision 1 restores the first template.
 	require.NoError(t, helm.RollbackE(t, opts, releaseName, "1"), "helm rollback")
@@ -154,6 +165,21 @@ func TestHelmUpgradeRollbackUninstall(t *testing.T) {
 		require.NoError(t, err, "claim %s must survive helm uninstall", name)
 		require.Nil(t, pvc.DeletionTimestamp, "claim %s is being deleted", name)
 	}
+}
+
+// serverPodUID is the UID of the release's one server pod not being deleted.
+func serverPodUID(t *testing.T, c *cluster.Cluster, ns string) types.UID {
+	t.Helper()
+	pods, err := c.Client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=server"})
+	require.NoError(t, err)
+	var uids []types.UID
+	for _, p := range pods.Items {
+		if p.DeletionTimestamp == nil {
+			uids = append(uids, p.UID)
+		}
+	}
+	require.Len(t, uids, 1, "server pods")
+	return uids[0]
 }
 
 // liveTemplate reads the installed project pod template ConfigMap and
