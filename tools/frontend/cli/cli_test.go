@@ -307,7 +307,8 @@ func TestServeEndToEnd(t *testing.T) {
 	go func() {
 		defer wg.Done()
 		serveCode = Execute(ctx, []string{"serve", "--template", tplFile, "--kubeconfig", kubeconfig,
-			"--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--log-format", "json", "--shutdown-timeout", "5s"}, io.Discard, &serveErr)
+			"--listen", "127.0.0.1:0", "--health-listen", "127.0.0.1:0", "--log-format", "json", "--shutdown-timeout", "5s",
+			"--template-reload-interval", "20ms"}, io.Discard, &serveErr)
 	}()
 	var a [2]string
 	select {
@@ -341,11 +342,62 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	metrics, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	for _, want := range []string{`cocalc_k8s_operations_total{operation="start",result="ok"} 1`, `cocalc_k8s_projects{state="running"} 1`, "cocalc_k8s_start_duration_seconds_bucket"} {
+	for _, want := range []string{`cocalc_k8s_operations_total{operation="start",result="ok"} 1`, `cocalc_k8s_projects{state="running"} 1`,
+		"cocalc_k8s_start_duration_seconds_bucket", "cocalc_k8s_pod_cache_synced 1", "cocalc_k8s_stale_pods 0"} {
 		if !strings.Contains(string(metrics), want) {
 			t.Errorf("metrics lack %q", want)
 		}
 	}
+
+	// A helm upgrade changes the mounted template: serve reloads it (the
+	// running pod becomes stale), and keeps it when the next one is invalid.
+	waitMetrics := func(what string, want ...string) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for {
+			resp, err := http.Get(health + "/metrics")
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			missing := ""
+			for _, w := range want {
+				if !strings.Contains(string(body), w) {
+					missing = w
+				}
+			}
+			if missing == "" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: metrics lack %q", what, missing)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	replace := func(data []byte) {
+		t.Helper()
+		tmp := tplFile + ".new"
+		if err := os.WriteFile(tmp, data, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, tplFile); err != nil {
+			t.Fatal(err)
+		}
+	}
+	upgraded := *tpl
+	upgraded.Image.Tag = "1.2.4"
+	data, err := yaml.Marshal(&upgraded)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replace(data)
+	waitMetrics("reload", `cocalc_k8s_template_reloads_total{result="ok"} 1`, "cocalc_k8s_stale_pods 1",
+		"cocalc_k8s_template_last_reload_successful 1")
+	replace([]byte("version: 1\nimage: {tag: latest}\n"))
+	waitMetrics("invalid template", `cocalc_k8s_template_reloads_total{result="invalid"} 1`,
+		"cocalc_k8s_template_last_reload_successful 0", "cocalc_k8s_stale_pods 1")
 	if code, _, errOut := run(t, "project", "stop", pid, "--api", api); code != 0 {
 		t.Fatalf("stop: %s", errOut)
 	}
@@ -359,6 +411,11 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	if !strings.Contains(serveErr.String(), `"msg":"shutting down"`) {
 		t.Errorf("no structured shutdown log: %s", serveErr.String())
+	}
+	for _, want := range []string{`"msg":"project pod template reloaded"`, `"msg":"project pod template changed but is invalid; keeping the running one"`} {
+		if !strings.Contains(serveErr.String(), want) {
+			t.Errorf("no log %s: %s", want, serveErr.String())
+		}
 	}
 }
 
