@@ -2,8 +2,8 @@
 # Root filesystem of the nfs-server image, from Debian packages only:
 # debootstrap --variant=minbase with the packages of this directory's
 # Dockerfile, trimmed as its RUN step trims. Prints the directory. Cached
-# under .cache/images (rebuilt when the suite, mirror, package list or this
-# script change); `make images` turns it into a layer with bin/imagebuild.
+# under .cache/images (rebuilt when the suite, mirror or package list
+# change); `make images` turns it into a layer with bin/imagebuild.
 #
 # The archive is the one this machine's apt uses (apt_mirror of
 # ci/kind/lib.sh, or COCALC_KIND_MIRROR), as for the kind node's rootfs.
@@ -16,9 +16,19 @@ CACHE=${COCALC_IMAGES_CACHE:-$REPO/.cache/images}
 mkdir -p "$CACHE"
 
 PACKAGES=nfs-ganesha,nfs-ganesha-vfs
-key=$(cat "$0" <(echo "$SUITE $MIRROR $PACKAGES") | sha256sum | cut -c1-12)
+key=$(echo "$SUITE $MIRROR $PACKAGES" | sha256sum | cut -c1-12)
 dir=$CACHE/nfs-server-rootfs-$SUITE-$key
+
+# fixups run on every call (idempotent), so changing them needs no new
+# debootstrap. /etc/mtab: ganesha's VFS backend finds the filesystem of
+# each export in it (resolve_posix_filesystem); debootstrap's minbase has
+# none, and without it no export loads.
+fixups() {
+  ln -sfn ../proc/self/mounts "$1/etc/mtab"
+}
+
 if [ -d "$dir" ]; then
+  fixups "$dir"
   echo "$dir"
   exit 0
 fi
@@ -39,5 +49,6 @@ rm -rf "$tmp"/var/lib/apt/lists/* "$tmp"/var/cache/apt/* "$tmp"/etc/ganesha/* \
 # debootstrap leaves device nodes and the build's resolv.conf/hostname: the
 # runtime provides /dev and these files.
 rm -rf "$tmp"/dev/* "$tmp"/etc/resolv.conf "$tmp"/etc/hostname
+fixups "$tmp"
 mv "$tmp" "$dir"
 echo "$dir"
