@@ -49,6 +49,8 @@ func startRegistry(t *testing.T) string {
 	config := fmt.Sprintf(`version: 0.1
 log:
   level: warn
+  accesslog:
+    disabled: true
 storage:
   filesystem:
     rootdirectory: %s
@@ -265,7 +267,7 @@ func TestPublishIntoRegistryAndPullWithHelm3And4(t *testing.T) {
 
 				// The pulled chart renders the digest reference the
 				// registry resolves.
-				cmd = exec.Command(helm.exe, "template", "cocalc", chartDir)
+				cmd = exec.Command(helm.exe, "template", "cocalc", chartDir, "--set-json", `networkPolicy.nfs.nodeCIDRs=["10.0.0.0/24"]`)
 				cmd.Env = append(os.Environ(), env...)
 				rendered, err := cmd.CombinedOutput()
 				require.NoError(t, err, "%s template: %s", helm.name, rendered)
