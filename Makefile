@@ -92,7 +92,7 @@ images: image-orchestrator image-nfs-server ## build the orchestrator (amd64+arm
 image-orchestrator: $(IMAGEBUILD) ## cocalc-k8s on an empty base: out/images/orchestrator
 	$(IMAGEBUILD) orchestrator -out $(IMAGES_OUT)/orchestrator $(IMAGE_META)
 
-# Debian's nfs-ganesha by debootstrap (root, cached under .cache/images), one layer.
+# Debian's nfs-ganesha by debootstrap (root; cached, see rootfs.sh), one layer.
 image-nfs-server: $(IMAGEBUILD) ## NFS-Ganesha from Debian packages: out/images/nfs-server
 	rootfs=$$(tools/images/nfs-server/rootfs.sh) && \
 	$(IMAGEBUILD) rootfs -rootfs "$$rootfs" -config nfs-server -out $(IMAGES_OUT)/nfs-server $(IMAGE_META)

@@ -12,12 +12,14 @@ import (
 	"debug/elf"
 	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -364,6 +366,98 @@ func TestNFSServerImage(t *testing.T) {
 	require.NoError(t, err, "ganesha.nfsd -v in the image: %s", v)
 	assert.Contains(t, string(v), "NFS-Ganesha Release")
 	t.Logf("%s", strings.TrimSpace(string(v)))
+
+	// The image's entrypoint with the chart's ganesha.conf, as in the pod:
+	// the projects claim mounted at /exports, /proc and /run provided by the
+	// runtime. Only the port and bind address differ (loopback). A config
+	// error ganesha survives (an export that does not load) fails the test.
+	runWithChartConfig(t, unpacked, entry[0])
+}
+
+func runWithChartConfig(t *testing.T, root string, entrypoint []string) {
+	t.Helper()
+	for _, p := range []string{"unshare", "mount", "nfs-ls"} {
+		if _, err := exec.LookPath(p); err != nil {
+			t.Skipf("%s not installed (`make deps`): cannot run the image's ganesha here", p)
+		}
+	}
+	out, err := exec.Command(filepath.Join(repoRoot, "bin", "helm"), "template", "cocalc", filepath.Join(repoRoot, "charts", "cocalc"),
+		"--set", "storage.mode=nfsServer", "--set-json", `networkPolicy.nfs.nodeCIDRs=["127.0.0.0/8"]`,
+		"--show-only", "templates/storage/nfs-configmap.yaml").CombinedOutput()
+	require.NoError(t, err, "helm template (make tools): %s", out)
+	var cm struct {
+		Data map[string]string `json:"data"`
+	}
+	require.NoError(t, yaml.Unmarshal(out, &cm))
+	conf := cm.Data["ganesha.conf"]
+	require.Equal(t, 1, strings.Count(conf, "NFS_Port = 2049;"), "the chart's ganesha.conf sets the NFS port once")
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	port := l.Addr().(*net.TCPAddr).Port
+	require.NoError(t, l.Close())
+	conf = strings.Replace(conf, "NFS_Port = 2049;", fmt.Sprintf("NFS_Port = %d;\n    Bind_addr = 127.0.0.1;", port), 1)
+	confPath := flagAfter(t, entrypoint, "-f")
+	require.NoError(t, os.WriteFile(filepath.Join(root, confPath), []byte(conf), 0o644))
+
+	exports := t.TempDir()
+	require.NoError(t, os.Chown(exports, 2001, 2001))
+	for _, d := range []string{"exports", "proc", "run"} {
+		require.NoError(t, os.MkdirAll(filepath.Join(root, d), 0o755))
+	}
+	script := fmt.Sprintf(`mount -t proc proc %[1]s/proc && mount -t tmpfs tmpfs %[1]s/run && mount --bind %[2]s %[1]s/exports && exec chroot %[1]s "$@"`, root, exports)
+	logPath := filepath.Join(t.TempDir(), "ganesha.log")
+	logf, err := os.Create(logPath)
+	require.NoError(t, err)
+	cmd := exec.Command("unshare", append([]string{"-m", "--propagation", "private", "sh", "-c", script, "sh"}, entrypoint...)...)
+	cmd.Stdout, cmd.Stderr = logf, logf
+	require.NoError(t, cmd.Start())
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait(); logf.Close() }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	})
+	readLog := func() string { b, _ := os.ReadFile(logPath); return string(b) }
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		select {
+		case err := <-exited:
+			t.Fatalf("the image's ganesha exited: %v\n%s", err, readLog())
+		default:
+		}
+		if c, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", port), 200*time.Millisecond); err == nil {
+			c.Close()
+			break
+		}
+		require.True(t, time.Now().Before(deadline), "ganesha not listening after 30 s:\n%s", readLog())
+		time.Sleep(200 * time.Millisecond)
+	}
+	time.Sleep(time.Second) // the export blocks are read before the listener, errors logged by now
+	for _, line := range strings.Split(readLog(), "\n") {
+		for _, sev := range []string{":CONFIG :CRIT", ":CONFIG :MAJ", ":FSAL :CRIT"} {
+			assert.NotContains(t, line, sev, "the image's ganesha rejected the chart's configuration")
+		}
+	}
+	require.NoError(t, os.WriteFile(filepath.Join(exports, "hello"), []byte("hi"), 0o644))
+	ls, err := exec.Command("nfs-ls", fmt.Sprintf("nfs://127.0.0.1/?nfsport=%d&version=4&uid=2001&gid=2001", port)).CombinedOutput()
+	require.NoError(t, err, "nfs-ls of the export: %s\n%s", ls, readLog())
+	assert.Contains(t, string(ls), "hello", "the export serves the mounted claim")
+}
+
+func flagAfter(t *testing.T, args []string, flag string) string {
+	t.Helper()
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == flag {
+			return args[i+1]
+		}
+	}
+	t.Fatalf("no %s in %v", flag, args)
+	return ""
 }
 
 func TestMain(m *testing.M) {

@@ -2,7 +2,7 @@
 # Root filesystem of the nfs-server image, from Debian packages only:
 # debootstrap --variant=minbase with the packages of this directory's
 # Dockerfile, trimmed as its RUN step trims. Prints the directory. Cached
-# under .cache/images (rebuilt when the suite, mirror or package list
+# under ~/.cache/cocalc-kubernetes/images (COCALC_IMAGES_CACHE; rebuilt when the suite, mirror or package list
 # change); `make images` turns it into a layer with bin/imagebuild.
 #
 # The archive is the one this machine's apt uses (apt_mirror of
@@ -12,7 +12,9 @@
 # which this build does not require.
 set -euo pipefail
 source "$(dirname "$0")/../../../ci/kind/lib.sh"
-CACHE=${COCALC_IMAGES_CACHE:-$REPO/.cache/images}
+# Outside the work tree by default, like Go's build cache: CI runs in a fresh
+# clone, and a cold debootstrap costs 5-25 min of its budget.
+CACHE=${COCALC_IMAGES_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/cocalc-kubernetes/images}
 mkdir -p "$CACHE"
 
 PACKAGES=nfs-ganesha,nfs-ganesha-vfs
