@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
@@ -32,11 +33,13 @@ func (s States) StateCounts() (map[state.State]int, int) { return s.Counts, s.St
 func (s States) Ready() bool { return s.Synced }
 
 // Registry returns a registry with every metric of the binary, each vector
-// with at least one child.
+// with at least one child: what `cocalc-k8s serve` registers, including the
+// handler's own promhttp_metric_handler_errors_total.
 func Registry() (*prometheus.Registry, *metrics.Metrics) {
 	reg := prometheus.NewPedanticRegistry()
 	m := metrics.New(reg)
 	metrics.RegisterStates(reg, States{Counts: map[state.State]int{state.Running: 1}, Synced: true})
+	promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg})
 	for _, op := range []string{"start", "stop"} {
 		for _, r := range []string{orchestrator.ResultOK, orchestrator.ResultError, orchestrator.ResultTimeout, orchestrator.ResultInvalid} {
 			m.Operation(op, r, time.Second)
@@ -52,8 +55,8 @@ func Registry() (*prometheus.Registry, *metrics.Metrics) {
 }
 
 // Names returns every sample name a scrape of reg can contain: each
-// family's name, plus _bucket, _sum and _count for histograms and _sum and
-// _count for summaries.
+// family's name (a histogram's only as _bucket, _sum and _count), plus _sum
+// and _count for summaries.
 func Names(reg prometheus.Gatherer) (map[string]bool, error) {
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -62,12 +65,13 @@ func Names(reg prometheus.Gatherer) (map[string]bool, error) {
 	names := map[string]bool{}
 	for _, mf := range mfs {
 		n := mf.GetName()
-		names[n] = true
 		switch mf.GetType().String() {
 		case "HISTOGRAM", "GAUGE_HISTOGRAM":
 			names[n+"_bucket"], names[n+"_sum"], names[n+"_count"] = true, true, true
 		case "SUMMARY":
-			names[n+"_sum"], names[n+"_count"] = true, true
+			names[n], names[n+"_sum"], names[n+"_count"] = true, true, true
+		default:
+			names[n] = true
 		}
 	}
 	return names, nil
