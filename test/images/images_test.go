@@ -470,3 +470,13 @@ func TestMain(m *testing.M) {
 	}
 	os.Exit(code)
 }
+
+// The builder is its own module (ci/tools/imagebuild), outside `go test
+// ./...` of this one: its unit tests (values editing, which registries get
+// plain HTTP) run from here.
+func TestImagebuildUnitTests(t *testing.T) {
+	cmd := exec.Command("go", "test", "-count=1", "./...")
+	cmd.Dir = filepath.Join(repoRoot, "ci", "tools", "imagebuild")
+	out, err := cmd.CombinedOutput()
+	require.NoError(t, err, "go test in ci/tools/imagebuild:\n%s", out)
+}
