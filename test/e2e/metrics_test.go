@@ -3,6 +3,8 @@ package e2e
 import (
 	"bufio"
 	"net/http"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -45,6 +47,13 @@ func scrapeNames(t *testing.T, url string) map[string]bool {
 // except the series of vectors that saw no event here (API errors).
 func TestOrchestratorServesTheCheckedMetrics(t *testing.T) {
 	timed(t)
+	if tier, err := cluster.TierFromEnv(); err == nil && tier == cluster.TierAPI {
+		for _, bin := range []string{"kube-cluster", "cocalc-k8s"} {
+			if _, err := os.Stat(filepath.Join(repoRoot, "bin", bin)); err != nil {
+				t.Skipf("api tier: bin/%s missing (make kube-bin build): %v", bin, err)
+			}
+		}
+	}
 	c := cluster.Get(t)
 	simulatedPodsOnly(t, c)
 	r := installForOrchestrator(t, c, "metrics")
