@@ -292,7 +292,7 @@ func runServe(parent context.Context, o serveOptions) error {
 		}
 		if o.hubProtocol == ProtocolDatabase {
 			go func() {
-				cfg := pgcontroller.Config{ConnString: o.postgres, ProjectEnv: o.projectEnv, Logger: log}
+				cfg := pgcontroller.Config{ConnString: o.postgres, ProjectEnv: o.projectEnv, IdleInterval: o.idleCheckInterval, Logger: log}
 				if err := pgcontroller.RunWithOrchestrator(runCtx, cfg, orch, tpl); err != nil && runCtx.Err() == nil {
 					dbErr <- fmt.Errorf("postgres front-end: %w", err)
 				}
