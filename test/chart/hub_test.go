@@ -242,18 +242,32 @@ func TestExternalPostgresWith2020HubIsRefused(t *testing.T) {
 	}
 }
 
-// The 2020 image's embedded database cannot be reached from the orchestrator
-// (socket only, in a directory of mode 0700): off by default, and on only by
-// the admin's word (an image that listens on loopback).
-func TestEmbeddedActivityInSmcComputeIsExplicit(t *testing.T) {
+// smc-compute mode reads activity from the embedded database by default, as
+// the chart's server image allows: the default connection string must be one
+// its pg_hba.conf (tools/images/server) lets in over TCP without a password.
+// Turned off, the orchestrator gets no database (and so no idle stop).
+func TestEmbeddedActivityInSmcComputeMatchesServerImage(t *testing.T) {
 	m := mustDecode(t, render(t, []string{defaultValuesFile()}, nil))
-	assert.Empty(t, argValues(orch(t, serverDeployment(t, m).Spec.Template.Spec), "--postgres"))
-	m = mustDecode(t, render(t, []string{defaultValuesFile()}, map[string]string{"hub.embeddedDatabase.activityInSmcCompute": "true"}))
 	dsns := argValues(orch(t, serverDeployment(t, m).Spec.Template.Spec), "--postgres")
-	require.Len(t, dsns, 1)
+	require.Len(t, dsns, 1, "smc-compute mode reads activity by default")
 	cfg, err := pgconn.ParseConfig(dsns[0] + " password=''")
 	require.NoError(t, err)
 	assert.Equal(t, "127.0.0.1", cfg.Host, "the orchestrator shares the hub's pod: loopback")
+	assert.Equal(t, uint16(5432), cfg.Port)
+
+	hba, err := os.ReadFile(filepath.Join(repoRoot, "tools", "images", "server", "pg_hba.conf"))
+	require.NoError(t, err)
+	var tcp [][]string
+	for _, line := range strings.Split(string(hba), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && !strings.HasPrefix(f[0], "#") && f[0] != "local" {
+			tcp = append(tcp, f)
+		}
+	}
+	assert.Equal(t, [][]string{{"host", cfg.Database, cfg.User, cfg.Host + "/32", "trust"}}, tcp,
+		"the server image trusts exactly the chart's default database, user and host over TCP")
+
+	m = mustDecode(t, render(t, []string{defaultValuesFile()}, map[string]string{"hub.embeddedDatabase.activityInSmcCompute": "false"}))
+	assert.Empty(t, argValues(orch(t, serverDeployment(t, m).Spec.Template.Spec), "--postgres"))
 }
 
 // A connection string value with quotes, backslashes or spaces stays one value.
