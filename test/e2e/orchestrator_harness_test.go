@@ -105,6 +105,13 @@ func freeLoopbackAddr(t *testing.T) string {
 // the test fails; it is killed when the test ends.
 func startOrchestrator(t *testing.T, kubeconfig, template string, extraArgs ...string) *orchProcess {
 	t.Helper()
+	return startOrchestratorWithEnv(t, nil, kubeconfig, template, extraArgs...)
+}
+
+// startOrchestratorWithEnv is startOrchestrator with env added to the
+// process's environment.
+func startOrchestratorWithEnv(t *testing.T, env []string, kubeconfig, template string, extraArgs ...string) *orchProcess {
+	t.Helper()
 	api, health := freeLoopbackAddr(t), freeLoopbackAddr(t)
 	logFile, err := os.CreateTemp(t.TempDir(), "orchestrator-*.log")
 	require.NoError(t, err)
@@ -113,6 +120,7 @@ func startOrchestrator(t *testing.T, kubeconfig, template string, extraArgs ...s
 		"--listen", api, "--health-listen", health,
 		"--log-format", "json", "--shutdown-timeout", "5s", "--idle-check-interval", "2s"}, extraArgs...)
 	cmd := exec.Command(orchestratorBinary(t), args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	require.NoError(t, cmd.Start(), "start orchestrator")
 	o := &orchProcess{cmd: cmd, log: logFile.Name(), health: "http://" + health,

@@ -57,7 +57,8 @@ func usedGrants(t *testing.T, events []cluster.AuditEvent, namedResources map[st
 // TestRoleIsExactlyWhatTheOrchestratorUses drives every kind of work the
 // orchestrator does (start, stop, restart, idle stop, stale-spec
 // replacement, start timeouts repeated on the same stuck pod, clean-up of
-// a pod stuck pending) as the chart's ServiceAccount, collects every
+// a pod stuck pending, the pod cache filled by a streaming list and, as on
+// API servers without it, by a paged list) as the chart's ServiceAccount, collects every
 // request it made from the API server's audit log, and asserts the
 // rendered Role grants exactly that set: nothing the code needs is
 // missing (no request was forbidden) and nothing is granted that it never
@@ -168,14 +169,17 @@ func driveEveryOperation(t *testing.T, c *cluster.Cluster, kubeconfig, templateF
 	require.NoError(t, os.WriteFile(stuckFile, data, 0o644))
 	orch = startOrchestrator(t, kubeconfig, stuckFile, "--idle-stop=off")
 
-	// The stale pod is replaced by one that never runs; the start times out,
-	// and a second start of the same project times out on the same pod
-	// (the same Event again: the recorder counts it on the existing one).
+	// A restart replaces the stale pod by one that never runs and times
+	// out; a start of the same project times out on that same pod (the
+	// same Event again: the recorder counts it on the existing one).
 	oldUID := projectPods(t, c, tpl.Namespace, b)[0].UID
-	for i := range 2 {
-		_, err = orch.api.Start(ctx, b, orchestrator.StartRequest{})
-		require.Error(t, err, "start %d of a project whose pod cannot be scheduled", i+1)
-	}
+	status, err := orch.api.Status(ctx, b)
+	require.NoError(t, err)
+	require.True(t, status.StaleSpec, "B's pod is from the old template")
+	_, err = orch.api.Restart(ctx, b, orchestrator.StartRequest{})
+	require.Error(t, err, "restart onto a pod that cannot be scheduled")
+	_, err = orch.api.Start(ctx, b, orchestrator.StartRequest{})
+	require.Error(t, err, "start of a project whose pod cannot be scheduled")
 	pods := projectPods(t, c, tpl.Namespace, b)
 	require.Len(t, pods, 1)
 	require.NotEqual(t, oldUID, pods[0].UID, "the stale pod must have been replaced")
@@ -185,5 +189,13 @@ func driveEveryOperation(t *testing.T, c *cluster.Cluster, kubeconfig, templateF
 	}), "the pod stuck pending was never cleaned up")
 	// Let the event recorder flush what it queued (it writes asynchronously).
 	time.Sleep(2 * time.Second)
+	orch.kill()
+
+	// An API server without streaming lists (WatchList; older clusters):
+	// client-go's informer falls back to a paged LIST, which the Role must
+	// allow too. The client's feature gate turns streaming off.
+	orch = startOrchestratorWithEnv(t, []string{"KUBE_FEATURE_WatchListClient=false"}, kubeconfig, templateFile)
+	_, err = orch.api.Status(ctx, a)
+	require.NoError(t, err)
 	orch.kill()
 }
