@@ -119,10 +119,11 @@ func TestDatabaseModeDrivesProjects(t *testing.T) {
 		_ = json.Unmarshal(raw, &s)
 		return s.State, s.IP
 	}
+	// A 3 s idle timeout from the site's default quotas (an on-prem site's
+	// admin setting; run_quota is computed from it at each start).
+	db.exec(t, `INSERT INTO server_settings (name, value) VALUES ('kucalc', 'onprem'), ('default_quotas', '{"idle_timeout": 3}')`)
 	for _, id := range []project.ID{busy, idle} {
-		// A 3 s idle timeout from the project's own settings (run_quota is
-		// computed from them at start).
-		db.exec(t, `INSERT INTO projects (project_id, state, settings, last_edited) VALUES ($1, '{"state":"opened"}', '{"mintime": 3}', NOW())`, id.String())
+		db.exec(t, `INSERT INTO projects (project_id, state, last_edited) VALUES ($1, '{"state":"opened"}', NOW())`, id.String())
 		request(id, "start")
 	}
 	for _, id := range []project.ID{busy, idle} {
