@@ -25,9 +25,12 @@ help: ## list targets
 
 ##@ Tools (built from pinned Go modules)
 
-.PHONY: deps
-deps: ## install the Debian packages the tests need (idempotent)
-	@ci/install-deps.sh
+.PHONY: deps deps-kind
+deps: ## install the Debian packages every developer needs: render, unit and api-tier suites, make images (idempotent)
+	@ci/install-deps.sh dev
+
+deps-kind: ## install what only the kind tier adds (docker, the node image's build); make cluster-kind runs it
+	@ci/install-deps.sh kind
 
 .PHONY: tools
 tools: $(HELM) $(HELM4) $(PROMTOOL) ## build helm (v3), helm4, promtool and promql-names into bin/

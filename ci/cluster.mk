@@ -26,7 +26,7 @@ cluster-api: kube-bin test-cluster ## start the api tier (real control plane, kw
 	$(TEST_CLUSTER) up -tier=api
 
 .PHONY: cluster-kind
-cluster-kind: test-cluster ## build the offline kind node image (cached) and create the kind cluster
+cluster-kind: deps-kind test-cluster ## build the offline kind node image (cached) and create the kind cluster
 	ci/kind/cluster-up.sh
 
 .PHONY: up

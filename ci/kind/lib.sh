@@ -46,7 +46,7 @@ die() { log "ERROR: $*"; exit 1; }
 # ensure_dockerd starts the docker daemon if none answers, and waits for it.
 ensure_dockerd() {
   if docker info >/dev/null 2>&1; then return; fi
-  command -v dockerd >/dev/null || die "dockerd missing: run ci/install-deps.sh (docker.io)"
+  command -v dockerd >/dev/null || die "dockerd missing: run make deps-kind (ci/install-deps.sh kind: docker.io)"
   log "starting dockerd (log: $CACHE/dockerd.log)"
   nohup dockerd >"$CACHE/dockerd.log" 2>&1 &
   for _ in $(seq 1 60); do

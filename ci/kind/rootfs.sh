@@ -15,7 +15,7 @@ image=cocalc.local/debian-rootfs:$SUITE-$key
 ensure_dockerd
 if ! docker image inspect "$image" >/dev/null 2>&1; then
   if [ ! -s "$tar" ]; then
-    command -v debootstrap >/dev/null || die "debootstrap missing: run ci/install-deps.sh"
+    command -v debootstrap >/dev/null || die "debootstrap missing: run make deps-kind (ci/install-deps.sh kind)"
     dir=$(mktemp -d "$CACHE/rootfs.XXXX")
     [ -n "$MIRROR" ] || die "no Debian archive for $SUITE in this machine's apt sources: set COCALC_KIND_MIRROR"
     log "debootstrap $SUITE ($MIRROR) into $dir (≈5 min)"
