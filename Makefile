@@ -89,7 +89,7 @@ $(BIN)/registry: ci/tools/registry/go.mod ci/tools/registry/go.sum
 # `make tools` builds these too (test/images and test/registry run them).
 tools: $(IMAGEBUILD) $(BIN)/registry
 
-.PHONY: images image-orchestrator image-nfs-server image-server image-project publish
+.PHONY: images image-orchestrator image-nfs-server image-backup image-server image-project publish
 images: image-orchestrator image-nfs-server ## build the orchestrator (amd64+arm64) and nfs-server (amd64) images into out/images (OCI layouts, no daemon)
 
 image-orchestrator: $(IMAGEBUILD) ## cocalc-k8s on an empty base: out/images/orchestrator
@@ -99,6 +99,13 @@ image-orchestrator: $(IMAGEBUILD) ## cocalc-k8s on an empty base: out/images/orc
 image-nfs-server: $(IMAGEBUILD) ## NFS-Ganesha from Debian packages: out/images/nfs-server
 	rootfs=$$(tools/images/nfs-server/rootfs.sh) && \
 	$(IMAGEBUILD) rootfs -rootfs "$$rootfs" -config nfs-server -out $(IMAGES_OUT)/nfs-server $(IMAGE_META)
+
+# Debian's restic and postgresql-client for backup.* (root; cached, see
+# tools/images/backup/rootfs.sh). Not in `images`: a cold debootstrap costs
+# 5-25 min; the kind tier's backup test (test/e2e) builds it when it runs.
+image-backup: $(IMAGEBUILD) ## restic + pg_dump from Debian packages: out/images/backup
+	rootfs=$$(tools/images/backup/rootfs.sh) && \
+	$(IMAGEBUILD) rootfs -rootfs "$$rootfs" -config backup -out $(IMAGES_OUT)/backup $(IMAGE_META)
 
 # Overlays on upstream CoCalc images: need docker buildx and a registry
 # holding the upstream image; bases are digest references, never defaulted.

@@ -200,6 +200,25 @@ func nfsServerConfig() v1.Config {
 	}
 }
 
+// backupConfig is tools/images/backup/Dockerfile's runtime configuration:
+// the project user (uid/gid 2001, the owner of every home), HOME on the
+// /tmp emptyDir (the root filesystem is read-only), no entrypoint (the
+// chart's CronJobs run `bash /scripts/backup.sh database|homes`) and
+// `restic version` as the default command.
+func backupConfig() v1.Config {
+	return v1.Config{
+		User: "2001:2001",
+		Env:  []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/tmp"},
+		Cmd:  []string{"restic", "version"},
+	}
+}
+
+// rootfsConfigs are the runtime configurations of `imagebuild rootfs -config`.
+var rootfsConfigs = map[string]func() v1.Config{
+	"nfs-server": nfsServerConfig,
+	"backup":     backupConfig,
+}
+
 // buildRootfs turns a root filesystem directory into a one-layer image.
 func buildRootfs(rootfs, outDir string, p v1.Platform, cfg v1.Config, m meta) (v1.Hash, error) {
 	layer, err := layerFromDir(rootfs, tarOptions{

@@ -2,7 +2,7 @@
 // daemon, as OCI image layouts, and publishes them with the chart.
 //
 //	imagebuild orchestrator -out out/images/orchestrator -version X   # cocalc-k8s on an empty base, amd64+arm64
-//	imagebuild rootfs -rootfs DIR -out out/images/nfs-server -version X  # a root filesystem as one layer
+//	imagebuild rootfs -rootfs DIR -out out/images/nfs-server -version X  # a root filesystem as one layer (-config nfs-server|backup)
 //	imagebuild inspect -layout out/images/orchestrator [-files]        # JSON: digests, config, sizes, files
 //	imagebuild dockerfile -f tools/images/server/Dockerfile            # JSON: the file as BuildKit's parser reads it
 //	imagebuild publish -registry HOST[:PORT]/PATH -version X            # push every layout, then the chart
@@ -92,21 +92,22 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		out := fs.String("out", "out/images/nfs-server", "OCI layout directory to write (replaced)")
 		rootfs := fs.String("rootfs", "", "root filesystem directory")
 		platform := fs.String("platform", "linux/amd64", "the root filesystem's os/arch")
-		config := fs.String("config", "nfs-server", "runtime configuration: nfs-server")
+		config := fs.String("config", "nfs-server", "runtime configuration: nfs-server or backup")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if err := created(); err != nil {
 			return err
 		}
-		if *config != "nfs-server" {
-			return fmt.Errorf("-config %q: only nfs-server", *config)
+		cfg, ok := rootfsConfigs[*config]
+		if !ok {
+			return fmt.Errorf("-config %q: nfs-server or backup", *config)
 		}
 		p, err := parsePlatform(*platform)
 		if err != nil {
 			return err
 		}
-		d, err := buildRootfs(*rootfs, *out, p, nfsServerConfig(), m)
+		d, err := buildRootfs(*rootfs, *out, p, cfg(), m)
 		if err != nil {
 			return err
 		}
