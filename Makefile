@@ -183,6 +183,10 @@ lint: tools ## gofmt, go vet and helm lint --strict (helm 3 and 4)
 golden: tools ## regenerate the chart's golden files
 	$(GO) test -count=1 ./test/chart -run Golden -update
 
+.PHONY: docs
+docs: ## regenerate charts/cocalc/README.md from values.yaml comments and values.schema.json descriptions
+	$(GO) test -count=1 ./test/chart -run '^TestChartREADMEIsCurrent$$' -update
+
 .PHONY: clean
 clean: ## remove bin/ (caches stay)
 	rm -rf $(BIN)

@@ -2,6 +2,7 @@ package chart
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -147,4 +148,37 @@ func TestSchemaIsStrict(t *testing.T) {
 	walk(schema, "#")
 	sort.Strings(loose)
 	assert.Empty(t, loose, "object schemas without additionalProperties: false")
+}
+
+// Every property of the schema (values, $defs and the refinements in allOf
+// branches) carries a description: editors and the chart README show it.
+func TestEverySchemaPropertyHasDescription(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(chartDir, "values.schema.json"))
+	require.NoError(t, err)
+	var schema map[string]any
+	require.NoError(t, json.Unmarshal(data, &schema))
+	var missing []string
+	var walk func(v any, path string)
+	walk = func(v any, path string) {
+		switch x := v.(type) {
+		case map[string]any:
+			if props, ok := x["properties"].(map[string]any); ok {
+				for name, p := range props {
+					if d, _ := p.(map[string]any)["description"].(string); strings.TrimSpace(d) == "" {
+						missing = append(missing, path+"/properties/"+name)
+					}
+				}
+			}
+			for k, child := range x {
+				walk(child, path+"/"+k)
+			}
+		case []any:
+			for i, child := range x {
+				walk(child, fmt.Sprintf("%s/%d", path, i))
+			}
+		}
+	}
+	walk(schema, "#")
+	sort.Strings(missing)
+	assert.Empty(t, missing, "schema properties without a description")
 }
