@@ -26,6 +26,7 @@ var chartImages = map[string][]string{
 	"nfs-server":   {"storage", "nfsServer", "image"},
 	"server":       {"server", "image"},
 	"project":      {"projects", "image"},
+	"backup":       {"backup", "image"},
 }
 
 // loopbackRegistry reports whether registry (host[:port][/path]) is on
