@@ -143,8 +143,10 @@ func loadBackupImage(t *testing.T, c *cluster.Cluster) {
 	t.Logf("backup image loaded into %d node(s): %s", len(nodes), time.Since(start).Round(time.Second))
 }
 
-// layoutArchive tars an OCI layout of one single-platform image with a
-// manifest.json giving it the name ref.
+// layoutArchive tars an OCI layout of one single-platform image named ref,
+// as `docker save` writes one: index.json's entry annotated with the full
+// name (io.containerd.image.name, what containerd's importer names the
+// image by) and a manifest.json with RepoTags (docker load's).
 func layoutArchive(t *testing.T, dir, ref string) []byte {
 	t.Helper()
 	type descriptor struct {
@@ -161,6 +163,17 @@ func layoutArchive(t *testing.T, dir, ref string) []byte {
 	read("index.json", &idx)
 	require.Len(t, idx.Manifests, 1, "%s: one entry", dir)
 	d := idx.Manifests[0]
+	var rawIdx map[string]any
+	read("index.json", &rawIdx)
+	entry := rawIdx["manifests"].([]any)[0].(map[string]any)
+	repo, tag, ok := strings.Cut(ref, ":")
+	require.True(t, ok && strings.Count(repo, "/") == 1 && !strings.Contains(repo, "."), "%s: <org>/<name>:<tag> on Docker Hub's default", ref)
+	entry["annotations"] = map[string]string{
+		"io.containerd.image.name":          "docker.io/" + ref,
+		"org.opencontainers.image.ref.name": tag,
+	}
+	ij, err := json.Marshal(rawIdx)
+	require.NoError(t, err)
 	if d.MediaType == "application/vnd.oci.image.index.v1+json" {
 		var inner struct{ Manifests []descriptor }
 		read(blob(d.Digest), &inner)
@@ -192,6 +205,9 @@ func layoutArchive(t *testing.T, dir, ref string) []byte {
 		b, err := os.ReadFile(p)
 		if err != nil {
 			return err
+		}
+		if rel == "index.json" {
+			b = ij
 		}
 		if err := tw.WriteHeader(&tar.Header{Name: filepath.ToSlash(rel), Mode: 0o644, Size: int64(len(b))}); err != nil {
 			return err
