@@ -66,9 +66,14 @@ func newProjectCmd(stdout io.Writer) *cobra.Command {
 		Short: "Start, stop, restart, touch, inspect and list CoCalc projects",
 		Long: `Admin commands for CoCalc projects.
 
-By default they call the orchestrator's HTTP API (--api), e.g. from a shell
-in the server pod (kubectl exec deploy/<release>-server -- cocalc-k8s project
-list). With --kubeconfig they act on the cluster directly through the same
+By default they call the orchestrator's HTTP API (--api), which listens on
+the server pod's loopback; run them in the pod's orchestrator container, whose
+image holds this binary at /cocalc-k8s:
+
+  kubectl exec deploy/<release>-server -c orchestrator -- /cocalc-k8s project list
+
+(the chart's NOTES, printed by helm install and helm status, give the exact
+command for a release). With --kubeconfig they act on the cluster directly through the same
 core as "serve" (the project pod template must be readable at --template and,
 for start, the homes directory at its storage.serverPath must be mounted).
 
