@@ -186,14 +186,15 @@ func TestBackupImage(t *testing.T) {
 	for _, p := range []string{home, filepath.Join(home, "sub"), filepath.Join(home, "sub", "notes.txt")} {
 		require.NoError(t, os.Chown(p, 2001, 2001))
 	}
-	for _, d := range []string{"proc", "repository", "projects/home", "scripts", "tmp"} {
+	for _, d := range []string{"proc", "dev", "repository", "projects/home", "scripts", "tmp"} {
 		require.NoError(t, os.MkdirAll(filepath.Join(unpacked, d), 0o755))
 	}
-	// The pod: /proc, an emptyDir on /tmp, the repository claim, the homes
+	// The pod: /proc and /dev, an emptyDir on /tmp, the repository claim, the homes
 	// claim read-only, the ConfigMap's script; the root read-only.
 	script := fmt.Sprintf(`set -e
 mount --bind %[1]s %[1]s && mount -o remount,bind,ro %[1]s
 mount -t proc proc %[1]s/proc
+mount --rbind /dev %[1]s/dev
 mount -t tmpfs tmpfs %[1]s/tmp
 mount --bind %[2]s %[1]s/repository
 mount --bind -o ro %[3]s %[1]s/projects/home
