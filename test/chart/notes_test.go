@@ -5,6 +5,7 @@ import (
 	"context"
 	"net"
 	"net/url"
+	"os"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -242,4 +243,46 @@ func checkHubExec(t *testing.T, d *appsv1.Deployment, c corev1.Container, argv [
 		}
 	}
 	assert.NotEmpty(t, claim, "the data volume is a claim")
+}
+
+// The operator guide's commands are the tested ones: each `kubectl` line of
+// its code blocks is one the NOTES print for some values case (release and
+// namespace cocalc, as in the guide), or one of the generic inspection
+// commands listed here; each values file it installs exists and is a render case.
+func TestOperatorGuideCommandsAreTested(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(repoRoot, "docs", "operator-guide.md"))
+	require.NoError(t, err)
+	generic := map[string]bool{
+		"kubectl -n cocalc get events --sort-by=.lastTimestamp": true,
+		"kubectl -n cocalc describe pod <pod>":                  true,
+	}
+	printed := map[string]bool{}
+	for _, c := range platformCases(t) {
+		for _, l := range notesCommands(t, c) {
+			printed[l] = true
+		}
+	}
+	cases := map[string]bool{}
+	for _, c := range renderCases(t) {
+		cases[c.name] = true
+	}
+	inBlock, seen := false, 0
+	for _, l := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(l, "```") {
+			inBlock = !inBlock
+			continue
+		}
+		if !inBlock {
+			continue
+		}
+		l = strings.TrimSpace(l)
+		if strings.HasPrefix(l, "kubectl ") {
+			seen++
+			assert.True(t, printed[l] || generic[l], "guide command not printed by NOTES for any values/ case: %s", l)
+		}
+		for _, m := range regexp.MustCompile(`-f values/([a-z0-9-]+)\.yaml`).FindAllStringSubmatch(l, -1) {
+			assert.True(t, cases[m[1]], "guide installs values/%s.yaml, which is no render case", m[1])
+		}
+	}
+	assert.Greater(t, seen, 5, "the guide's kubectl commands were not found")
 }
