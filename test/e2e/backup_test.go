@@ -276,14 +276,15 @@ func runPodToEnd(t *testing.T, c *cluster.Cluster, ns string, pod *corev1.Pod) s
 }
 
 // homeManifest lists every entry of home (relative path, type, mode,
-// numeric owner and group, size, symlink target; for regular files the
-// modification time and a content hash), sorted.
+// numeric owner and group, symlink target; for regular files the size,
+// modification time and a content hash), sorted. Directory sizes are left
+// out: they depend on the filesystem's history, not on the restore.
 func homeManifest(t *testing.T, c *cluster.Cluster, ns, home string) string {
 	t.Helper()
 	return runShell(t, c, ns, "list", fmt.Sprintf(`set -eo pipefail
 cd %s
-find . -printf '%%p %%y %%m %%U %%G %%s %%l\n' | sort
-find . -type f -printf '%%p %%T@\n' | sort
+find . -printf '%%p %%y %%m %%U %%G %%l\n' | sort
+find . -type f -printf '%%p %%s %%T@\n' | sort
 find . -type f -print0 | sort -z | xargs -0r sha256sum`, home))
 }
 
@@ -414,6 +415,13 @@ func TestDocumentedRestorePod(t *testing.T) {
 	assert.Equal(t, releaseName+"-backup", ctr.EnvFrom[0].SecretRef.Name, "RESTIC_PASSWORD from the chart's Secret")
 	require.NotNil(t, pod.Spec.SecurityContext.RunAsUser)
 	assert.EqualValues(t, 2001, *pod.Spec.SecurityContext.RunAsUser, "the project user, as the CronJob runs")
+	// fsGroup makes the repository writable; on volumes whose ownership the
+	// kubelet manages, OnRootMismatch keeps it from re-owning (and setting
+	// setgid on) every directory of every home on each start.
+	if pod.Spec.SecurityContext.FSGroup != nil {
+		require.NotNil(t, pod.Spec.SecurityContext.FSGroupChangePolicy)
+		assert.Equal(t, corev1.FSGroupChangeOnRootMismatch, *pod.Spec.SecurityContext.FSGroupChangePolicy)
+	}
 }
 
 // runDocumentedRestore runs docs/backup.md's restore pod with the backup
