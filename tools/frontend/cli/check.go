@@ -67,18 +67,25 @@ Exit code 0 when all answered, 4 on timeout, 2 on bad flags.`,
 	return cmd
 }
 
+// retry calls try until it succeeds or ctx ends. The error reported at the
+// end is the last one an attempt finished with by itself: an attempt cut
+// short by the deadline says nothing about the target.
 func retry(ctx context.Context, interval time.Duration, log io.Writer, what string, try func(context.Context) error) error {
+	var last error
 	for {
 		err := try(ctx)
 		if err == nil {
 			return nil
+		}
+		if ctx.Err() == nil || last == nil {
+			last = err
 		}
 		fmt.Fprintf(log, "waiting for %s: %v\n", what, err)
 		t := time.NewTimer(interval)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return withCode(ExitTimeout, fmt.Errorf("%s did not answer: %w (last error: %v)", what, context.Cause(ctx), err))
+			return withCode(ExitTimeout, fmt.Errorf("%s did not answer: %w (last error: %v)", what, context.Cause(ctx), last))
 		case <-t.C:
 		}
 	}
