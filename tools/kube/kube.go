@@ -68,13 +68,17 @@ type Config struct {
 
 // Client implements the orchestrator's view of the cluster.
 type Client struct {
-	cs        kubernetes.Interface
-	cfg       Config
-	informer  cache.SharedIndexInformer
-	lister    listerscorev1.PodNamespaceLister
-	events    record.EventBroadcaster
-	recorder  record.EventRecorder
-	notify    *notifier
+	cs       kubernetes.Interface
+	cfg      Config
+	informer cache.SharedIndexInformer
+	lister   listerscorev1.PodNamespaceLister
+	events   record.EventBroadcaster
+	recorder record.EventRecorder
+	notify   *notifier
+	// goneMu guards gone: the UID of the last pod of each name whose
+	// deletion the informer delivered, while no pod of that name is cached.
+	goneMu    sync.Mutex
+	gone      map[string]types.UID
 	nfsMu     sync.Mutex
 	nfsCache  map[string]cachedIP
 	startOnce sync.Once
@@ -136,6 +140,7 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 		informer: informer,
 		lister:   listerscorev1.NewPodLister(informer.GetIndexer()).Pods(cfg.Namespace),
 		notify:   newNotifier(),
+		gone:     map[string]types.UID{},
 		nfsCache: map[string]cachedIP{},
 	}
 	if err := c.informer.SetWatchErrorHandlerWithContext(c.listWatchFailed); err != nil {
@@ -147,9 +152,9 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 		return nil, fmt.Errorf("kube: pod cache transform: %w", err)
 	}
 	_, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
-		AddFunc:    func(obj any) { c.changed(obj) },
+		AddFunc:    func(obj any) { c.forget(obj); c.changed(obj) },
 		UpdateFunc: func(_, obj any) { c.changed(obj) },
-		DeleteFunc: func(obj any) { c.changed(obj) },
+		DeleteFunc: func(obj any) { c.remember(obj); c.changed(obj) },
 	})
 	if err != nil {
 		return nil, fmt.Errorf("kube: add pod event handler: %w", err)
@@ -177,6 +182,43 @@ func (c *Client) listWatchFailed(_ context.Context, _ *cache.Reflector, err erro
 		c.cfg.Errors.APIError("watch", err)
 	}
 	c.cfg.Logger.Warn("pod cache: list/watch failed, client-go retries with backoff", "err", err)
+}
+
+// podOf returns the pod of an informer notification (also of a deletion
+// whose final state is unknown), or nil.
+func podOf(obj any) *corev1.Pod {
+	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+		obj = d.Obj
+	}
+	pod, _ := obj.(*corev1.Pod)
+	return pod
+}
+
+func (c *Client) remember(obj any) {
+	if pod := podOf(obj); pod != nil {
+		c.goneMu.Lock()
+		c.gone[pod.Name] = pod.UID
+		c.goneMu.Unlock()
+	}
+}
+
+func (c *Client) forget(obj any) {
+	if pod := podOf(obj); pod != nil {
+		c.goneMu.Lock()
+		delete(c.gone, pod.Name)
+		c.goneMu.Unlock()
+	}
+}
+
+// Gone reports whether the cache saw the pod name with uid deleted and has
+// no pod of that name since: a pod created and deleted before the cache
+// ever showed it (both in one informer wake-up) is recognised as gone,
+// without mistaking an older pod's deletion for it.
+func (c *Client) Gone(name string, uid types.UID) bool {
+	c.goneMu.Lock()
+	defer c.goneMu.Unlock()
+	got, ok := c.gone[name]
+	return ok && got == uid
 }
 
 func (c *Client) changed(obj any) {

@@ -52,6 +52,9 @@ type Cluster interface {
 	Pods() []*corev1.Pod
 	// Changed returns a channel closed at the pod's next cache change.
 	Changed(name string) <-chan struct{}
+	// Gone reports whether the cache saw pod name with uid deleted (and
+	// no pod of that name since).
+	Gone(name string, uid types.UID) bool
 	// Subscribe calls fn with the pod's name after every cache change (from
 	// the informer's event handler: fn must not block) until unsubscribed.
 	Subscribe(fn func(podName string)) (unsubscribe func())
@@ -281,11 +284,13 @@ func (o *Orchestrator) Start(ctx context.Context, id project.ID, req StartReques
 
 func (o *Orchestrator) start(ctx context.Context, id project.ID, req StartRequest, f *flight) (ProjectStatus, error) {
 	name := id.PodName()
-	// created: our create succeeded; seen: the cache has processed an event
-	// about this pod since (it showed the pod, or the pod came and went
-	// before we looked: a create and a delete can arrive in one wake-up).
-	// A pod that is absent after both was deleted under us (a stop).
+	// created: our create succeeded; seen: the cache showed our pod. Our pod
+	// absent after it was seen, or gone by its UID before the cache ever
+	// showed it (a create and a delete can arrive in one wake-up), was
+	// deleted under us (a stop); the deletion of an older pod of the same
+	// name, notified late, is not.
 	created, seen := false, false
+	var ours types.UID // the UID of the pod this start created
 	for {
 		changed := o.cluster.Changed(name)
 		pod := o.cluster.Pod(name)
@@ -294,10 +299,13 @@ func (o *Orchestrator) start(ctx context.Context, id project.ID, req StartReques
 			seen = true
 		}
 		switch {
-		case pod == nil && created && seen:
+		case pod == nil && created && (seen || o.cluster.Gone(name, ours)):
 			return o.current(id), fmt.Errorf("start %s: %w", id, ErrStoppedWhileStarting)
 		case pod == nil && !created:
-			_, err := o.create(ctx, id, req, f)
+			pod, err := o.create(ctx, id, req, f)
+			if err == nil {
+				ours = pod.UID
+			}
 			switch {
 			case apierrors.IsAlreadyExists(err):
 				// Created by someone else (another replica, an admin):
@@ -322,9 +330,11 @@ func (o *Orchestrator) start(ctx context.Context, id project.ID, req StartReques
 		}
 		select {
 		case <-changed:
-			// Our create was issued while the cache had no pod of this
-			// name, so any event for the name since is about our pod.
-			seen = seen || created
+			// Only our pod appearing in the cache counts as seen (above): a
+			// late notification of the old pod's removal may still arrive
+			// after our create, and taking it for ours failed the start of a
+			// project that was just stopped. A stop of this start cancels
+			// its context (ErrStoppedWhileStarting).
 		case <-ctx.Done():
 			return o.current(id), o.startError(ctx, id, ctx.Err())
 		}

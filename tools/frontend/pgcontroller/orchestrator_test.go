@@ -74,6 +74,9 @@ func (k *kubelet) Pods() []*corev1.Pod {
 	return out
 }
 
+// Gone: this fake never loses a pod between cache looks.
+func (k *kubelet) Gone(string, types.UID) bool { return false }
+
 func (k *kubelet) Changed(name string) <-chan struct{} {
 	k.mu.Lock()
 	defer k.mu.Unlock()
