@@ -76,6 +76,25 @@ func StartMain() (*Server, error) {
 	return s, nil
 }
 
+// Main is a TestMain that shares one server between a package's tests: it
+// sets *shared, runs the tests, stops the server and exits. A server that
+// cannot start fails the package (never a skip: CI installs PostgreSQL, and
+// a missing server must be noticed rather than turn the suite green); what
+// names the package in that message.
+//
+// Usage: func TestMain(m *testing.M) { pg.Main(m, "pgcontroller", &shared) }
+func Main(m *testing.M, what string, shared **Server) {
+	s, err := StartMain()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%s tests need PostgreSQL: %v\n", what, err)
+		os.Exit(1)
+	}
+	*shared = s
+	code := m.Run()
+	s.Close()
+	os.Exit(code)
+}
+
 func create(fatalf func(string, ...any)) (*Server, error) {
 	bin, err := findBin()
 	if err != nil {

@@ -27,18 +27,7 @@ var (
 	dbCounter atomic.Int64
 )
 
-func TestMain(m *testing.M) {
-	var err error
-	shared, err = pg.StartMain()
-	if err != nil {
-		// Not a skip: a missing server must be noticed.
-		fmt.Fprintln(os.Stderr, "hub2020 tests need PostgreSQL:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	shared.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pg.Main(m, "hub2020", &shared) }
 
 // hubDB is a database with the 2020 projects table. Its time zone is far
 // from UTC, as a hub's may be: the hub writes last_edited with its

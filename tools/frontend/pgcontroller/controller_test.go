@@ -42,19 +42,7 @@ func sharedServer(t *testing.T) *pg.Server {
 	return shared
 }
 
-func TestMain(m *testing.M) {
-	var err error
-	shared, err = pg.StartMain()
-	if err != nil {
-		// Not a skip: CI installs PostgreSQL, and a missing server must be
-		// noticed rather than turn the suite silently green.
-		fmt.Fprintln(os.Stderr, "pgcontroller tests need PostgreSQL:", err)
-		os.Exit(1)
-	}
-	code := m.Run()
-	shared.Close()
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { pg.Main(m, "pgcontroller", &shared) }
 
 type env struct {
 	t     *testing.T
