@@ -169,9 +169,9 @@ func TestOnlyHookIsTheTestPod(t *testing.T) {
 	}
 }
 
-// Every data volume survives uninstall and ArgoCD pruning (which honours
-// helm.sh/resource-policy since ArgoCD 2.7), and so does the export behind a
-// volume: Retain, never Delete or Recycle.
+// Every data volume survives uninstall (helm.sh/resource-policy; ArgoCD's
+// pruning is covered by TestDataObjectsAreNeverPrunedOrDeleted), and so does
+// the export behind a volume: Retain, never Delete or Recycle.
 func TestDataClaimsAreKept(t *testing.T) {
 	for _, c := range renderCases(t) {
 		t.Run(c.name, func(t *testing.T) {

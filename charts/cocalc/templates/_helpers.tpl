@@ -52,6 +52,24 @@ helm.sh/chart: {{ include "cocalc.chart" .root }}
 {{- end -}}
 
 {{/*
+Annotations of every object that holds data (the server's data claim, the projects claim, the pre-bound
+NFS volumes and claims, the backup claim, the projects namespace): nothing but a person deletes them.
+- helm.sh/resource-policy: keep: `helm uninstall` leaves the object; ArgoCD honours it only when the
+  Application itself is deleted (argo-cd issue #17819), never when a sync prunes.
+- argocd.argoproj.io/sync-options: Prune=false,Delete=false: an ArgoCD sync never prunes the object when it
+  drops out of the render (a changed existingClaim or storage.mode, projects.createNamespace: false), and
+  deleting the Application never deletes it. Such an object stays, reported as needing a prune, until removed
+  by hand.
+Usage (under metadata.annotations):
+  annotations:
+    {{- include "cocalc.keepAnnotations" . | nindent 4 }}
+*/}}
+{{- define "cocalc.keepAnnotations" -}}
+helm.sh/resource-policy: keep
+argocd.argoproj.io/sync-options: Prune=false,Delete=false
+{{- end -}}
+
+{{/*
 Selector labels of runtime project pods, exactly as the project pod template declares them.
 Never app.kubernetes.io/instance: ArgoCD's label tracking would claim (and prune) runtime pods.
 */}}
