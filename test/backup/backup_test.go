@@ -497,3 +497,26 @@ func treeBytes(m map[string]file) int64 {
 	}
 	return n
 }
+
+// A repository volume that ignores fsGroup (hostPath, NFS) and is not
+// writable by the backup's uid: the run fails saying what to change,
+// instead of restic's bare "permission denied".
+func TestUnwritableRepositoryVolumeSaysHow(t *testing.T) {
+	requireTools(t)
+	e := newEnv(t, pg.Start(t))
+	require.NoError(t, os.WriteFile(filepath.Join(e.homes, "file"), []byte("x"), 0o644))
+	// The claim's root as such a volume leaves it: root's, mode 0755.
+	require.NoError(t, os.Chown(e.repo, 0, 0))
+	require.NoError(t, os.Chmod(e.repo, 0o755))
+	code, out := e.backup("homes", 7, "RESTIC_REPOSITORY="+filepath.Join(e.repo, "restic"))
+	require.NotEqual(t, 0, code, out)
+	assert.Contains(t, out, e.repo+" is not writable by uid 2001")
+	assert.Contains(t, out, `docs/backup.md "Repository ownership"`)
+	_, err := os.Stat(filepath.Join(e.repo, "restic"))
+	assert.ErrorIs(t, err, fs.ErrNotExist, "nothing was created")
+
+	// Made writable as docs/backup.md says: the same run succeeds.
+	require.NoError(t, os.Chown(e.repo, projectUID, projectUID))
+	code, out = e.backup("homes", 7, "RESTIC_REPOSITORY="+filepath.Join(e.repo, "restic"))
+	require.Equal(t, 0, code, out)
+}

@@ -11,6 +11,7 @@ import (
 
 	kindcluster "sigs.k8s.io/kind/pkg/cluster"
 	"sigs.k8s.io/kind/pkg/cluster/nodes"
+	"sigs.k8s.io/kind/pkg/cluster/nodeutils"
 )
 
 // OutsideHost is a stand-in for hosts beyond the cluster (the internet, a
@@ -89,18 +90,51 @@ func (h *OutsideHost) Stop(ctx context.Context) error {
 
 // kindNode returns the kind cluster's (first) node.
 func (c *Cluster) kindNode(ctx context.Context) (nodes.Node, error) {
+	ns, err := c.kindNodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return ns[0], nil
+}
+
+// kindNodes returns every node of the kind cluster (at least one). c.Name
+// is the kubeconfig context, "kind-" + the kind cluster's name.
+func (c *Cluster) kindNodes(ctx context.Context) ([]nodes.Node, error) {
 	if c.Tier != TierKind {
 		return nil, fmt.Errorf("the %s tier has no kind node: %w", c.Tier, ErrUnsupported)
 	}
 	if err := prepareKindDocker(ctx); err != nil {
 		return nil, err
 	}
+	name := strings.TrimPrefix(c.Name, "kind-")
 	provider := kindcluster.NewProvider(kindcluster.ProviderWithDocker())
-	ns, err := provider.ListInternalNodes(strings.TrimPrefix(c.Name, "kind-"))
-	if err != nil || len(ns) == 0 {
-		return nil, fmt.Errorf("nodes of %s: %v", c.Name, err)
+	ns, err := provider.ListInternalNodes(name)
+	if err != nil {
+		return nil, fmt.Errorf("nodes of kind cluster %s: %w", name, err)
 	}
-	return ns[0], nil
+	if len(ns) == 0 {
+		return nil, fmt.Errorf("kind cluster %s has no nodes", name)
+	}
+	return ns, nil
+}
+
+// LoadImageArchive imports an image archive (docker save's form, or an OCI
+// layout tar whose index names the image) into the containerd of every
+// node of the kind cluster, and checks each node then knows ref.
+func (c *Cluster) LoadImageArchive(ctx context.Context, archive []byte, ref string) error {
+	ns, err := c.kindNodes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range ns {
+		if err := nodeutils.LoadImageArchive(n, bytes.NewReader(archive)); err != nil {
+			return fmt.Errorf("load %s into node %s: %w", ref, n.String(), err)
+		}
+		if _, err := nodeutils.ImageID(n, ref); err != nil {
+			return fmt.Errorf("node %s does not know %s after the import: %w", n.String(), ref, err)
+		}
+	}
+	return nil
 }
 
 // NodeCommand runs a command in the kind cluster's node and returns its

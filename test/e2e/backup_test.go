@@ -22,8 +22,6 @@ import (
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
-	kindcluster "sigs.k8s.io/kind/pkg/cluster"
-	"sigs.k8s.io/kind/pkg/cluster/nodeutils"
 	sigsyaml "sigs.k8s.io/yaml"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
@@ -67,6 +65,11 @@ func TestBackupRestoresHomes(t *testing.T) {
 		},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err)
+
+	// The kind tier's volumes are hostPath, which ignore fsGroup: the admin
+	// step of docs/backup.md "Repository ownership" (the render-time
+	// default works on volumes that honour fsGroup).
+	chownRepository(t, c, ns, repoClaim)
 
 	repo, tag, _ := strings.Cut(backupImageRef, ":")
 	h := installInCluster(t, c, ns, map[string]string{
@@ -112,10 +115,25 @@ touch -d '2020-02-02 02:02:02' notes/secret.txt`, home))
 	require.NotEqual(t, before, homeManifest(t, c, ns, home), "the home was destroyed")
 
 	start = time.Now()
-	logs := runDocumentedRestore(t, c, ns)
-	t.Logf("documented restore: %s\n%s", time.Since(start).Round(time.Second), logs)
-	after := homeManifest(t, c, ns, home)
-	assert.Equal(t, before, after, "the restored home is the home that was backed up")
+	logs := runDocumentedRestore(t, c, ns, false)
+	t.Logf("documented restore (as uid 2001): %s\n%s", time.Since(start).Round(time.Second), logs)
+	assert.Equal(t, ownedByProjectUser(before), homeManifest(t, c, ns, home),
+		"restored as uid 2001: the home that was backed up, every entry owned by 2001:2001")
+
+	// Again with the documented root variant: owners come back too. The
+	// server's file is the one owned otherwise (group 0).
+	require.NotEqual(t, before, ownedByProjectUser(before), "the home has an entry owned by another user or group")
+	runShell(t, c, ns, "destroy-again", fmt.Sprintf("set -e; find %s -mindepth 1 -delete", home))
+	start = time.Now()
+	logs = runDocumentedRestore(t, c, ns, true)
+	t.Logf("documented restore (as root): %s\n%s", time.Since(start).Round(time.Second), logs)
+	assert.Equal(t, before, homeManifest(t, c, ns, home), "restored as root: exactly the home that was backed up")
+}
+
+// ownedByProjectUser is a homeManifest with every entry's owner and group
+// set to 2001: what a restore as the project user gives.
+func ownedByProjectUser(manifest string) string {
+	return regexp.MustCompile(`(?m)^(\S+ [fdl] [0-7]+) \d+ \d+ `).ReplaceAllString(manifest, "$1 2001 2001 ")
 }
 
 // loadBackupImage builds the backup image (make image-backup, an OCI
@@ -132,15 +150,8 @@ func loadBackupImage(t *testing.T, c *cluster.Cluster) {
 	t.Logf("make image-backup: %s", time.Since(start).Round(time.Second))
 	archive := layoutArchive(t, filepath.Join(repoRoot, "out", "images", "backup"), backupImageRef)
 
-	nodes, err := kindcluster.NewProvider(kindcluster.ProviderWithDocker()).ListInternalNodes(c.Name)
-	require.NoError(t, err, "nodes of kind cluster %s", c.Name)
-	require.NotEmpty(t, nodes, "kind cluster %s has no nodes", c.Name)
-	for _, n := range nodes {
-		require.NoError(t, nodeutils.LoadImageArchive(n, bytes.NewReader(archive)), "load %s into %s", backupImageRef, n.String())
-		_, err := nodeutils.ImageID(n, backupImageRef)
-		require.NoError(t, err, "node %s knows %s after the import", n.String(), backupImageRef)
-	}
-	t.Logf("backup image loaded into %d node(s): %s", len(nodes), time.Since(start).Round(time.Second))
+	require.NoError(t, c.LoadImageArchive(t.Context(), archive, backupImageRef))
+	t.Logf("backup image loaded into the kind nodes: %s", time.Since(start).Round(time.Second))
 }
 
 // layoutArchive tars an OCI layout of one single-platform image named ref,
@@ -254,6 +265,28 @@ func runShell(t *testing.T, c *cluster.Cluster, ns, name, script string) string 
 	return runPodToEnd(t, c, ns, pod)
 }
 
+// chownRepository is docs/backup.md "Repository ownership": a one-off pod
+// as root makes the repository claim's root owned by the backup's uid.
+func chownRepository(t *testing.T, c *cluster.Cluster, ns, claim string) {
+	t.Helper()
+	runPodToEnd(t, c, ns, &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: "backup-chown-"},
+		Spec: corev1.PodSpec{
+			RestartPolicy:                corev1.RestartPolicyNever,
+			AutomountServiceAccountToken: ptr.To(false),
+			Containers: []corev1.Container{{
+				Name: "chown", Image: backupImageRef, ImagePullPolicy: corev1.PullNever,
+				Command:         []string{"chown", "2001:2001", "/repository"},
+				SecurityContext: &corev1.SecurityContext{RunAsUser: ptr.To[int64](0)},
+				VolumeMounts:    []corev1.VolumeMount{{Name: "repository", MountPath: "/repository"}},
+			}},
+			Volumes: []corev1.Volume{{Name: "repository", VolumeSource: corev1.VolumeSource{
+				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim},
+			}}},
+		},
+	})
+}
+
 // runPodToEnd creates pod, waits until it ends, requires it to succeed,
 // deletes it and returns its log.
 func runPodToEnd(t *testing.T, c *cluster.Cluster, ns string, pod *corev1.Pod) string {
@@ -359,13 +392,23 @@ func scaleServerToZero(t *testing.T, c *cluster.Cluster, ns string) {
 // substituted for ns and releaseName; the PG* variables left out, since a
 // homes-only release has no external database) and its homes restore
 // command (every home from the newest snapshot).
-func documentedRestore(t *testing.T, ns string) (corev1.Pod, string) {
+func documentedRestore(t *testing.T, ns string, asRoot bool) (corev1.Pod, string) {
 	t.Helper()
 	b, err := os.ReadFile(filepath.Join(repoRoot, "docs", "backup.md"))
 	require.NoError(t, err)
 	doc := string(b)
 	m := regexp.MustCompile(`(?s)kubectl -n \$NS apply -f - <<EOF\n(.*?)\nEOF\n`).FindStringSubmatch(doc)
 	require.NotNil(t, m, "docs/backup.md has the restore pod's heredoc")
+	if asRoot {
+		// "As root, to restore owners": the two securityContext lines replaced.
+		root := regexp.MustCompile("(?s)As root, to restore owners:.*?```yaml\n(  securityContext: [^\n]*)\n(      securityContext: [^\n]*)\n```").FindStringSubmatch(doc)
+		require.NotNil(t, root, "docs/backup.md has the root variant's two securityContext lines")
+		podLine := regexp.MustCompile(`(?m)^  securityContext: .*$`)
+		ctrLine := regexp.MustCompile(`(?m)^      securityContext: .*$`)
+		require.Len(t, podLine.FindAllString(m[1], -1), 1, "one pod securityContext line to replace")
+		require.Len(t, ctrLine.FindAllString(m[1], -1), 1, "one container securityContext line to replace")
+		m[1] = ctrLine.ReplaceAllLiteralString(podLine.ReplaceAllLiteralString(m[1], root[1]), root[2])
+	}
 	cmd := regexp.MustCompile(`(?m)^restic restore latest --host (\S+) --tag homes --target (\S+)$`).FindStringSubmatch(doc)
 	require.NotNil(t, cmd, "docs/backup.md has the homes restore command")
 	require.Equal(t, releaseName, cmd[1], "the documented --host is the fullname of a release named %s", releaseName)
@@ -390,7 +433,7 @@ func documentedRestore(t *testing.T, ns string) (corev1.Pod, string) {
 // wrote where the restore command reads it: the chart's claims, the
 // CronJob's repository path and Secret, as the CronJob's user.
 func TestDocumentedRestorePod(t *testing.T) {
-	pod, cmd := documentedRestore(t, "cocalc")
+	pod, cmd := documentedRestore(t, "cocalc", false)
 	ctr := pod.Spec.Containers[0]
 	mounts := map[string]string{}
 	for _, m := range ctr.VolumeMounts {
@@ -422,14 +465,25 @@ func TestDocumentedRestorePod(t *testing.T) {
 		require.NotNil(t, pod.Spec.SecurityContext.FSGroupChangePolicy)
 		assert.Equal(t, corev1.FSGroupChangeOnRootMismatch, *pod.Spec.SecurityContext.FSGroupChangePolicy)
 	}
+
+	// The root variant: root, with the capabilities to enter other users'
+	// directories and set owners, modes and times, and no more.
+	root, _ := documentedRestore(t, "cocalc", true)
+	require.NotNil(t, root.Spec.SecurityContext.RunAsUser)
+	assert.EqualValues(t, 0, *root.Spec.SecurityContext.RunAsUser)
+	caps := root.Spec.Containers[0].SecurityContext.Capabilities
+	require.NotNil(t, caps)
+	assert.Equal(t, []corev1.Capability{"ALL"}, caps.Drop)
+	assert.ElementsMatch(t, []corev1.Capability{"CHOWN", "DAC_OVERRIDE", "FOWNER", "FSETID"}, caps.Add)
+	assert.Equal(t, ctr.VolumeMounts, root.Spec.Containers[0].VolumeMounts, "only the security context differs")
 }
 
 // runDocumentedRestore runs docs/backup.md's restore pod with the backup
 // image loaded here and the documented homes restore command as its command
 // instead of an interactive shell. Returns its log.
-func runDocumentedRestore(t *testing.T, c *cluster.Cluster, ns string) string {
+func runDocumentedRestore(t *testing.T, c *cluster.Cluster, ns string, asRoot bool) string {
 	t.Helper()
-	pod, cmd := documentedRestore(t, ns)
+	pod, cmd := documentedRestore(t, ns, asRoot)
 	ctr := &pod.Spec.Containers[0]
 	ctr.Image = backupImageRef
 	ctr.ImagePullPolicy = corev1.PullNever

@@ -128,8 +128,17 @@ func TestInClusterServerRunsProjects(t *testing.T) {
 	c.RequireCapability(t, cluster.NetworkPolicyEnforced)
 	ns := newNamespace(t, c, "incluster", nil)
 	// A short sweep so the idle stop shows within the test.
-	// The hub stand-in reports no activity: idle stop is on by hand (--idle-stop=on).
-	h := installInCluster(t, c, ns, map[string]string{"orchestrator.extraArgs[0]": "--idle-check-interval=2s", "orchestrator.extraArgs[1]": "--idle-stop=on"})
+	// The hub stand-in has no database to read activity from: without
+	// activityInSmcCompute=false the orchestrator would be given the
+	// embedded database's address, find nothing listening, and (as
+	// documented for such an image) stop nothing. So no activity source,
+	// and the idle stop on by hand (--idle-stop=on: idleness counts from
+	// the start and the API's touch).
+	h := installInCluster(t, c, ns, map[string]string{
+		"hub.embeddedDatabase.activityInSmcCompute": "false",
+		"orchestrator.extraArgs[0]":                 "--idle-check-interval=2s",
+		"orchestrator.extraArgs[1]":                 "--idle-stop=on",
+	})
 
 	a := project.MustParse("0a0a0a0a-0000-4000-8000-00000000000a")
 	b := project.MustParse("0b0b0b0b-0000-4000-8000-00000000000b")

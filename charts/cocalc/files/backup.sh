@@ -31,6 +31,18 @@ esac
 # its config (wrong password, unreachable store) is fatal, and init then
 # fails too without touching an existing repository.
 if ! restic cat config >/dev/null 2>&1; then
+  # A repository on a mounted claim: the volume's root must be writable by
+  # this uid. fsGroup makes it so on volumes whose driver manages ownership;
+  # hostPath and NFS volumes ignore fsGroup (docs/backup.md "Repository
+  # ownership").
+  case "$RESTIC_REPOSITORY" in
+    /* | local:/*)
+      dir=${RESTIC_REPOSITORY#local:}
+      parent=$(dirname "$dir")
+      [ -e "$dir" ] || [ -w "$parent" ] ||
+        die "cannot create the repository: $parent is not writable by uid $(id -u) gid $(id -g) (groups $(id -G)); its volume ignores fsGroup (hostPath, NFS): make it owned by $(id -u):$(id -g), see docs/backup.md \"Repository ownership\""
+      ;;
+  esac
   log "no readable repository at ${RESTIC_REPOSITORY%%\?*}: initialising"
   restic init
 fi
