@@ -61,9 +61,15 @@ type Config struct {
 	// (default 5m). A ClusterIP is immutable, but a Service can be
 	// re-created by a chart change.
 	NFSCacheTTL time.Duration
-	Clock       clock.Clock
-	Logger      *slog.Logger
-	Errors      ErrorObserver
+	// Events is the client Events are written with. Give it its own rate
+	// limiter (a clientset of its own): Events written through the pod
+	// client's limiter take tokens pod creates need, so with one Event per
+	// start a burst of starts ran at half the client QPS. Default: the pod
+	// client (tests with fake clientsets).
+	Events typedcorev1.EventsGetter
+	Clock  clock.Clock
+	Logger *slog.Logger
+	Errors ErrorObserver
 }
 
 // Client implements the orchestrator's view of the cluster.
@@ -115,6 +121,9 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.Events == nil {
+		cfg.Events = cs.CoreV1()
+	}
 	// One namespace, one label selector: the informer is built here rather
 	// than by an informer factory so that its list/watch can be the
 	// reconnecting one.
@@ -159,6 +168,10 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kube: add pod event handler: %w", err)
 	}
+	// Events go through client-go's recorder: Event only queues (and drops
+	// when 1,000 are queued), one goroutine writes them, and its correlator
+	// aggregates repeats and filters spam per object. With cfg.Events on a
+	// limiter of its own, no Event ever waits in front of a pod write.
 	c.events = record.NewBroadcaster()
 	c.recorder = c.events.NewRecorder(scheme.Scheme, corev1.EventSource{Component: EventComponent})
 	return c, nil
@@ -233,7 +246,7 @@ func (c *Client) changed(obj any) {
 // Start runs the informer and the event sink until ctx ends.
 func (c *Client) Start(ctx context.Context) {
 	c.startOnce.Do(func() {
-		c.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cs.CoreV1().Events(c.cfg.Namespace)})
+		c.events.StartRecordingToSink(&typedcorev1.EventSinkImpl{Interface: c.cfg.Events.Events(c.cfg.Namespace)})
 		go c.informer.RunWithContext(ctx)
 		go func() {
 			<-ctx.Done()
@@ -346,7 +359,9 @@ func (c *Client) ServiceClusterIP(ctx context.Context, name string) (string, err
 	return ip, nil
 }
 
-// Event records a Kubernetes Event on a project pod (asynchronously).
+// Event records a Kubernetes Event on a project pod. It never blocks and
+// makes no API request itself: the Event is queued for the recorder's
+// writer (see New), off the caller's path.
 func (c *Client) Event(obj runtime.Object, eventType, reason, message string) {
 	c.recorder.Event(obj, eventType, reason, message)
 }

@@ -353,3 +353,31 @@ func TestCacheStripsManagedFields(t *testing.T) {
 		t.Fatalf("cached pod keeps managedFields: %v", got.ManagedFields)
 	}
 }
+
+// Events go through Config.Events (a client with its own rate limiter in
+// serve), never through the pod client.
+func TestEventsUseTheirOwnClient(t *testing.T) {
+	pod := testPod("project-a", selector)
+	cs := fake.NewClientset(pod)
+	events := fake.NewClientset()
+	c, err := New(cs, Config{Namespace: ns, Selector: selector, Events: events.CoreV1()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.Start(ctx)
+	c.Event(pod, corev1.EventTypeNormal, "Starting", "project pod created")
+	err = wait.PollUntilContextTimeout(ctx, 10*time.Millisecond, 10*time.Second, true, func(ctx context.Context) (bool, error) {
+		evs, err := events.CoreV1().Events(ns).List(ctx, metav1.ListOptions{})
+		return err == nil && len(evs.Items) == 1 && evs.Items[0].Reason == "Starting", err
+	})
+	if err != nil {
+		t.Fatalf("event not written through Config.Events: %v", err)
+	}
+	for _, a := range cs.Actions() {
+		if a.GetResource().Resource == "events" {
+			t.Errorf("the pod client wrote an Event: %v", a)
+		}
+	}
+}

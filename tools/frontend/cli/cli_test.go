@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/util/flowcontrol"
 	"sigs.k8s.io/yaml"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
@@ -292,11 +293,11 @@ func TestServeEndToEnd(t *testing.T) {
 	cs := fake.NewClientset(&corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: fixture.NFSServiceName, Namespace: fixture.Namespace},
 		Spec: corev1.ServiceSpec{ClusterIP: "10.96.0.20"}})
 	kubelet(t, cs)
-	var gotQPS float32
+	var gotQPS []float32 // of each client made: pods, then Events
 	var addrs = make(chan [2]string, 1)
 	oldCS, oldL := newClientset, onListening
 	t.Cleanup(func() { newClientset, onListening = oldCS, oldL })
-	newClientset = func(cfg *rest.Config) (kubernetes.Interface, error) { gotQPS = cfg.QPS; return cs, nil }
+	newClientset = func(cfg *rest.Config) (kubernetes.Interface, error) { gotQPS = append(gotQPS, cfg.QPS); return cs, nil }
 	onListening = func(api, health net.Addr) { addrs <- [2]string{api.String(), health.String()} }
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -401,8 +402,8 @@ func TestServeEndToEnd(t *testing.T) {
 	if code, _, errOut := run(t, "project", "stop", pid, "--api", api); code != 0 {
 		t.Fatalf("stop: %s", errOut)
 	}
-	if gotQPS != 50 {
-		t.Errorf("client QPS = %v, want the default 50", gotQPS)
+	if len(gotQPS) != 2 || gotQPS[0] != 50 || gotQPS[1] != 10 {
+		t.Errorf("client QPS = %v, want the default 50 for pods and a separate 10 for Events", gotQPS)
 	}
 	cancel() // as SIGTERM would
 	wg.Wait()
@@ -502,5 +503,21 @@ func TestProjectDirectMode(t *testing.T) {
 	}
 	if code, _, _ := run(t, "project", "status", pid, "--kubeconfig", kubeconfig, "--template", filepath.Join(dir, "missing.yaml")); code != ExitUsage {
 		t.Fatalf("missing template: exit %d", code)
+	}
+}
+
+func TestEventsConfigHasItsOwnLimiter(t *testing.T) {
+	shared := flowcontrol.NewTokenBucketRateLimiter(50, 100)
+	cfg := &rest.Config{Host: "https://k8s.example", QPS: 50, Burst: 100, RateLimiter: shared, UserAgent: "cocalc-k8s/test"}
+	ev := eventsConfig(cfg)
+	if ev.RateLimiter != nil || ev.QPS != 10 || ev.Burst != 20 || ev.Host != cfg.Host || ev.UserAgent != "cocalc-k8s/test (events)" {
+		t.Errorf("events config: limiter %v QPS %v burst %d host %q agent %q; want its own 10/s burst 20 limiter, same server",
+			ev.RateLimiter, ev.QPS, ev.Burst, ev.Host, ev.UserAgent)
+	}
+	if cfg.RateLimiter != shared || cfg.QPS != 50 {
+		t.Error("eventsConfig changed the pod client's config")
+	}
+	if ev := eventsConfig(&rest.Config{QPS: 2, Burst: 3}); ev.QPS != 1 || ev.Burst != 1 {
+		t.Errorf("tiny limits: QPS %v burst %d, want at least 1", ev.QPS, ev.Burst)
 	}
 }

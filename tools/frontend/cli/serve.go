@@ -213,7 +213,25 @@ func newKubeClient(kubeconfig string, qps float32, burst int, tpl *podtemplate.T
 	if err != nil {
 		return nil, withCode(ExitUsage, fmt.Errorf("kubernetes client: %w", err))
 	}
-	return kube.New(cs, kube.Config{Namespace: tpl.Namespace, Selector: tpl.SelectorLabels, Logger: slog.Default(), Errors: errs})
+	events, err := newClientset(eventsConfig(cfg))
+	if err != nil {
+		return nil, withCode(ExitUsage, fmt.Errorf("kubernetes events client: %w", err))
+	}
+	return kube.New(cs, kube.Config{Namespace: tpl.Namespace, Selector: tpl.SelectorLabels, Logger: slog.Default(), Errors: errs,
+		Events: events.CoreV1()})
+}
+
+// eventsConfig is the connection Events are written over: the same server
+// and credentials with a rate limiter of its own, a fifth of the pod
+// client's QPS and burst (10/s, burst 20 by default), so Events never take
+// a token a pod create or delete needs. Events beyond that queue in the
+// recorder (up to 1,000, then they are dropped), never in front of a start.
+func eventsConfig(cfg *rest.Config) *rest.Config {
+	ev := rest.CopyConfig(cfg)
+	ev.RateLimiter = nil
+	ev.QPS, ev.Burst = max(cfg.QPS/5, 1), max(cfg.Burst/5, 1)
+	ev.UserAgent = cfg.UserAgent + " (events)"
+	return ev
 }
 
 func runServe(parent context.Context, o serveOptions) error {
