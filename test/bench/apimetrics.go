@@ -14,7 +14,9 @@ import (
 
 // RequestCounts is the API server's apiserver_request_total, summed per
 // "verb resource" key ("GET pods", "LIST pods", "POST pods", "GET " for
-// non-resource paths such as discovery).
+// non-resource paths such as discovery). Resources of a named API group
+// carry it ("POST events.events.k8s.io", the scheduler's Events, apart
+// from the core "POST events" the orchestrator writes).
 type RequestCounts map[string]float64
 
 // Total sums every counter.
@@ -39,7 +41,8 @@ func (c RequestCounts) Sub(before RequestCounts) RequestCounts {
 
 // background are resources the control plane and kwok write on their own
 // (heartbeats, leases, events), whatever the method under test does.
-var background = map[string]bool{"leases": true, "nodes": true, "nodes/status": true, "events": true}
+var background = map[string]bool{"leases.coordination.k8s.io": true, "nodes": true, "nodes/status": true,
+	"events": true, "events.events.k8s.io": true}
 
 // Foreground sums every counter except the background resources'.
 func (c RequestCounts) Foreground() float64 {
@@ -50,6 +53,11 @@ func (c RequestCounts) Foreground() float64 {
 		}
 	}
 	return t
+}
+
+// Writes sums the create, update and patch requests on resource.
+func (c RequestCounts) Writes(resource string) float64 {
+	return c["POST "+resource] + c["PUT "+resource] + c["PATCH "+resource]
 }
 
 // Resource sums the counters of one resource (every verb).
@@ -76,6 +84,34 @@ func ScrapeRequests(ctx context.Context, cs kubernetes.Interface) (RequestCounts
 // ParseRequestCounts extracts apiserver_request_total from Prometheus text
 // exposition.
 func ParseRequestCounts(r io.Reader) (RequestCounts, error) {
+	return parseRequests(r, false)
+}
+
+// ScrapeRequestsByCode is ScrapeRequests with the response code last in
+// every key ("POST pods 201", "POST pods 409"): a write that timed out on
+// the client and was retried shows as a second POST, answered 409.
+func ScrapeRequestsByCode(ctx context.Context, cs kubernetes.Interface) (RequestCounts, error) {
+	body, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("scrape API server /metrics: %w", err)
+	}
+	return parseRequests(bytes.NewReader(body), true)
+}
+
+// Succeeded sums the 2xx answers to verb on resource in counts keyed by
+// code (ScrapeRequestsByCode).
+func (c RequestCounts) Succeeded(verb, resource string) float64 {
+	var t float64
+	for k, v := range c {
+		rest, ok := strings.CutPrefix(k, verb+" "+resource+" ")
+		if ok && len(rest) == 3 && rest[0] == '2' {
+			t += v
+		}
+	}
+	return t
+}
+
+func parseRequests(r io.Reader, byCode bool) (RequestCounts, error) {
 	const name = "apiserver_request_total{"
 	out := RequestCounts{}
 	sc := bufio.NewScanner(r)
@@ -99,10 +135,17 @@ func ParseRequestCounts(r io.Reader) (RequestCounts, error) {
 			return nil, fmt.Errorf("metric value in %q: %w", line, err)
 		}
 		resource := labels["resource"]
+		if g := labels["group"]; g != "" {
+			resource += "." + g
+		}
 		if sub := labels["subresource"]; sub != "" {
 			resource += "/" + sub
 		}
-		out[labels["verb"]+" "+resource] += v
+		key := labels["verb"] + " " + resource
+		if byCode {
+			key += " " + labels["code"]
+		}
+		out[key] += v
 	}
 	if err := sc.Err(); err != nil {
 		return nil, fmt.Errorf("read metrics: %w", err)
@@ -122,4 +165,42 @@ func parseLabels(s string) map[string]string {
 		out[k] = strings.Trim(v, `"`)
 	}
 	return out
+}
+
+// WatchLists is the API server's count of completed watch-list initial
+// syncs (apiserver_watch_list_duration_seconds_count) of resource: a
+// client that streams its initial state (WatchList) instead of listing.
+func WatchLists(ctx context.Context, cs kubernetes.Interface, resource string) (float64, error) {
+	body, err := cs.CoreV1().RESTClient().Get().AbsPath("/metrics").DoRaw(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("scrape API server /metrics: %w", err)
+	}
+	return parseWatchLists(bytes.NewReader(body), resource)
+}
+
+func parseWatchLists(r io.Reader, resource string) (float64, error) {
+	const name = "apiserver_watch_list_duration_seconds_count{"
+	var total float64
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		line := sc.Text()
+		end := strings.LastIndex(line, "}")
+		if !strings.HasPrefix(line, name) || end < 0 {
+			continue
+		}
+		if parseLabels(line[len(name):end])["resource"] != resource {
+			continue
+		}
+		fields := strings.Fields(line[end+1:])
+		if len(fields) == 0 {
+			continue
+		}
+		v, err := strconv.ParseFloat(fields[0], 64)
+		if err != nil {
+			return 0, fmt.Errorf("metric value in %q: %w", line, err)
+		}
+		total += v
+	}
+	return total, sc.Err()
 }

@@ -51,6 +51,9 @@ apiserver_request_total{code="200",component="apiserver",dry_run="",group="",res
 apiserver_request_total{code="404",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="",verb="GET",version="v1"} 3
 apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="pods",scope="resource",subresource="binding",verb="POST",version="v1"} 5
 apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="",scope="",subresource="/api",verb="GET",version=""} 2.5e+01
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="events.k8s.io",resource="events",scope="namespace",subresource="",verb="POST",version="v1"} 4
+apiserver_request_total{code="201",component="apiserver",dry_run="",group="",resource="events",scope="namespace",subresource="",verb="POST",version="v1"} 2
+apiserver_request_total{code="200",component="apiserver",dry_run="",group="",resource="events",scope="namespace",subresource="",verb="PATCH",version="v1"} 1
 apiserver_request_duration_seconds_bucket{verb="GET",le="0.1"} 99
 apiserver_request_total_other{verb="GET"} 1000
 `
@@ -58,7 +61,8 @@ apiserver_request_total_other{verb="GET"} 1000
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := RequestCounts{"GET pods": 15, "POST pods/binding": 5, "GET //api": 25}
+	want := RequestCounts{"GET pods": 15, "POST pods/binding": 5, "GET //api": 25,
+		"POST events.events.k8s.io": 4, "POST events": 2, "PATCH events": 1}
 	if len(got) != len(want) {
 		t.Fatalf("got %v, want %v", got, want)
 	}
@@ -67,15 +71,25 @@ apiserver_request_total_other{verb="GET"} 1000
 			t.Errorf("%q = %v, want %v (all: %v)", k, got[k], v, got)
 		}
 	}
-	if got.Total() != 45 {
-		t.Errorf("Total = %v, want 45", got.Total())
+	if got.Total() != 52 {
+		t.Errorf("Total = %v, want 52", got.Total())
+	}
+	if got.Writes("events") != 3 || got.Writes("pods") != 0 {
+		t.Errorf("Writes(events) = %v, want 3 (core group only); Writes(pods) = %v, want 0", got.Writes("events"), got.Writes("pods"))
 	}
 	if got.Resource("pods") != 15 {
 		t.Errorf(`Resource("pods") = %v, want 15 (subresources are separate)`, got.Resource("pods"))
 	}
-	d := got.Sub(RequestCounts{"GET pods": 10, "GET //api": 25})
+	d := got.Sub(RequestCounts{"GET pods": 10, "GET //api": 25, "POST events.events.k8s.io": 4, "POST events": 2, "PATCH events": 1})
 	if len(d) != 2 || d["GET pods"] != 5 || d["POST pods/binding"] != 5 {
 		t.Errorf("Sub = %v", d)
+	}
+	byCode, err := parseRequests(strings.NewReader(text), true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if byCode["GET pods 404"] != 3 || byCode.Succeeded("GET", "pods") != 12 || byCode.Succeeded("POST", "events") != 2 || byCode.Succeeded("PATCH", "events") != 1 {
+		t.Errorf("by code: %v", byCode)
 	}
 	if _, err := ParseRequestCounts(strings.NewReader(`apiserver_request_total{verb="GET"} x`)); err == nil {
 		t.Error("a non-numeric value must be an error")
@@ -163,8 +177,20 @@ func TestNewID(t *testing.T) {
 }
 
 func TestForegroundIgnoresBackground(t *testing.T) {
-	c := RequestCounts{"PUT leases": 40, "PATCH nodes/status": 3, "POST events": 2, "GET nodes": 1, "GET pods": 5, "GET //api": 1}
+	c := RequestCounts{"PUT leases.coordination.k8s.io": 40, "PATCH nodes/status": 3, "POST events": 2, "POST events.events.k8s.io": 7, "GET nodes": 1, "GET pods": 5, "GET //api": 1}
 	if got := c.Foreground(); got != 6 {
 		t.Errorf("Foreground = %v, want 6 (pods and discovery only)", got)
+	}
+}
+
+func TestParseWatchLists(t *testing.T) {
+	const text = `apiserver_watch_list_duration_seconds_bucket{component="apiserver",group="",resource="pods",scope="namespace",version="v1",le="1"} 2
+apiserver_watch_list_duration_seconds_count{component="apiserver",group="",resource="pods",scope="namespace",version="v1"} 2
+apiserver_watch_list_duration_seconds_count{component="apiserver",group="",resource="pods",scope="cluster",version="v1"} 1
+apiserver_watch_list_duration_seconds_count{component="apiserver",group="",resource="nodes",scope="cluster",version="v1"} 5
+`
+	got, err := parseWatchLists(strings.NewReader(text), "pods")
+	if err != nil || got != 3 {
+		t.Errorf("parseWatchLists = %v, %v; want 3", got, err)
 	}
 }

@@ -148,6 +148,10 @@ type HTTP struct {
 	Client *httpapi.Client
 	NS     string
 	PID    int
+	// ReadyAfter is the time from exec to /readyz OK (cache synced);
+	// SyncPeakRSS the highest RSS sampled (every 10 ms) until then.
+	ReadyAfter  time.Duration
+	SyncPeakRSS int64
 }
 
 func (m *HTTP) Name() string      { return "ours, HTTP API (cocalc-k8s serve)" }

@@ -17,6 +17,8 @@ type Latency struct {
 	Method string
 	Lanes  int
 	Start  Durations
+	// StartSamples are the start latencies themselves (for the CDF plot).
+	StartSamples []time.Duration
 	// StartDetect is report time minus the moment an independent watch
 	// saw the pod Ready; StopDetect likewise for the pod's deletion.
 	StartDetect Durations
@@ -140,6 +142,7 @@ func MeasureCycles(ctx context.Context, env Env, m Method, n, lanes, warm int) (
 	}
 	res.Cycles = len(start)
 	res.Start, res.StartDetect, res.Stop, res.StopDetect = Summarize(start), Summarize(sdet), Summarize(stop), Summarize(stdet)
+	res.StartSamples = start
 	if total := res.Cycles + res.Errors; total > 0 {
 		res.RequestsPerCycle = d.Total() / float64(total)
 		res.PodReqPerCycle = d.Resource("pods") / float64(total)

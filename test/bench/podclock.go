@@ -33,6 +33,12 @@ func NewPodClock(ctx context.Context, cs kubernetes.Interface, labelKey string) 
 		o.LabelSelector = labelKey
 	}))
 	inf := f.Core().V1().Pods().Informer()
+	// Only the Ready condition and deletion are read: with tens of
+	// thousands of pods whole pods would make this harness the largest
+	// process on the machine.
+	if err := inf.SetTransform(clockPod); err != nil {
+		return nil, fmt.Errorf("pod clock transform: %w", err)
+	}
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { c.seen(obj) },
 		UpdateFunc: func(_, obj any) { c.seen(obj) },
@@ -53,6 +59,22 @@ func NewPodClock(ctx context.Context, cs kubernetes.Interface, labelKey string) 
 		return nil, fmt.Errorf("pod clock: cache did not sync: %w", ctx.Err())
 	}
 	return c, nil
+}
+
+// clockPod keeps what the clock reads of a pod.
+func clockPod(obj any) (any, error) {
+	p, ok := obj.(*corev1.Pod)
+	if !ok {
+		return obj, nil
+	}
+	out := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: p.Name, Namespace: p.Namespace, UID: p.UID,
+		ResourceVersion: p.ResourceVersion, DeletionTimestamp: p.DeletionTimestamp}}
+	for _, c := range p.Status.Conditions {
+		if c.Type == corev1.PodReady {
+			out.Status.Conditions = []corev1.PodCondition{{Type: c.Type, Status: c.Status}}
+		}
+	}
+	return out, nil
 }
 
 func key(p *corev1.Pod) string { return p.Namespace + "/" + p.Name }

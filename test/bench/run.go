@@ -13,6 +13,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -59,6 +60,10 @@ type Config struct {
 	// plane (empty: the cluster package's default).
 	Orchestrator, Kubectl, KubeBinary string
 	Log                               *slog.Logger
+	// ColdStart lists project pod counts (ascending) at which a fresh
+	// orchestrator process is started and its time to ready and memory
+	// measured; pods beyond those the bursts started are made by FillPods.
+	ColdStart []int
 	// HeapProfile, when set, is where a heap profile of the pod cache at
 	// the largest scale is written (see ProfilePodCache).
 	HeapProfile string
@@ -79,6 +84,7 @@ type Results struct {
 	Statuses              []StatusResult
 	Bursts                []Burst
 	Footprint             []Footprint
+	ColdStarts            []ColdStart
 	Notes                 []string
 }
 
@@ -147,7 +153,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	if err != nil {
 		return nil, err
 	}
-	defer stopServe()
+	defer func() { stopServe() }() // the last one started (cold starts replace it)
 	orig, err := newOriginal(cl.KubeconfigPath, work, cfg, ips[nsOriginal])
 	if err != nil {
 		return nil, err
@@ -165,6 +171,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		m     Method
 		lanes int
 	}{{floor, 1}, {inproc, 1}, {httpM, 1}, {orig, cfg.OriginalLanes}} {
+		if cfg.Cycles <= 0 {
+			break
+		}
 		log.Info("start/stop cycles", "method", p.m.Name(), "cycles", cfg.Cycles, "lanes", p.lanes)
 		l, err := MeasureCycles(ctx, env, p.m, cfg.Cycles, p.lanes, 3)
 		if err != nil {
@@ -174,6 +183,9 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		res.Latencies = append(res.Latencies, l)
 	}
 	for _, m := range []Method{floor, inproc, httpM, orig} {
+		if cfg.Statuses <= 0 {
+			break
+		}
 		log.Info("status queries", "method", m.Name(), "n", cfg.Statuses)
 		s, err := MeasureStatus(ctx, env, m, cfg.Statuses)
 		if err != nil {
@@ -220,12 +232,68 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 	}
 	if cfg.HeapProfile != "" && len(cfg.Scale) > 0 {
-		note, err := ProfilePodCache(ctx, cl.RESTConfig, nsHTTP, cfg.HeapProfile)
+		h, err := ProfilePodCache(ctx, cl.RESTConfig, nsHTTP, cfg.HeapProfile)
 		if err != nil {
 			return nil, err
 		}
-		log.Info(note)
-		res.Notes = append(res.Notes, note)
+		log.Info(h.Note())
+		res.Notes = append(res.Notes, h.Note())
+	}
+	// Cold starts: a fresh orchestrator process with N project pods present.
+	if len(cfg.ColdStart) > 0 {
+		tpl, err := Template(nsHTTP, filepath.Join(work, "homes-http"), cfg.ReadyDelay)
+		if err != nil {
+			return nil, err
+		}
+		for _, n := range cfg.ColdStart {
+			have, err := CountPods(ctx, admin, nsHTTP)
+			if err != nil {
+				return nil, err
+			}
+			row := ColdStart{Pods: max(n, have), Filled: max(n-have, 0)}
+			log.Info("cold start: filling", "pods", n, "present", have, "creating", row.Filled)
+			t0 := time.Now()
+			if err := FillPods(ctx, admin, clock, tpl, ips[nsHTTP], cfg.Nodes, row.Filled); err != nil {
+				return nil, err
+			}
+			row.Fill = time.Since(t0)
+			stopServe()
+			stopServe = func() {}
+			before, err := ScrapeRequests(ctx, admin)
+			if err != nil {
+				return nil, err
+			}
+			wl0, err := WatchLists(ctx, admin, "pods")
+			if err != nil {
+				return nil, err
+			}
+			log.Info("cold start: starting a fresh orchestrator", "pods", row.Pods, "fill_took", row.Fill)
+			httpM, stopServe, err = startServe(ctx, cl.KubeconfigPath, work, cfg, log)
+			if err != nil {
+				return nil, err
+			}
+			row.ReadyAfter, row.SyncPeakRSS = httpM.ReadyAfter, httpM.SyncPeakRSS
+			if after, err := ScrapeRequests(ctx, admin); err == nil {
+				row.Lists = after.Sub(before)["LIST pods"]
+			}
+			if wl, err := WatchLists(ctx, admin, "pods"); err == nil {
+				row.WatchLists = wl - wl0
+			}
+			f, err := MeasureFootprint(ctx, httpM, httpM.PID, nil, cfg.Window, 0)
+			if err != nil {
+				return nil, err
+			}
+			row.RSS, row.PeakRSS = f.RSSBytes, f.PeakRSS
+			if s, err := ReadProc(httpM.PID); err == nil {
+				row.CPU = s.CPU
+			}
+			if row.Heap, err = ProfilePodCache(ctx, cl.RESTConfig, nsHTTP, ""); err != nil {
+				return nil, err
+			}
+			log.Info("cold start done", "pods", row.Pods, "ready_after", row.ReadyAfter, "sync_peak_rss_mib", row.SyncPeakRSS>>20,
+				"rss_mib", row.RSS>>20, "heap_per_pod_kib", row.Heap.PerPod()/1024, "lists", row.Lists, "watch_lists", row.WatchLists)
+			res.ColdStarts = append(res.ColdStarts, row)
+		}
 	}
 	for _, ns := range []string{nsHTTP, nsFloor, nsInProc, nsOriginal} {
 		if err := DeleteAllPods(ctx, admin, ns); err != nil {
@@ -258,7 +326,12 @@ func newInProcess(ctx context.Context, rc *rest.Config, work string, cfg Config)
 		return nil, nil, err
 	}
 	quiet := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
-	kc, err := kube.New(cs, kube.Config{Namespace: tpl.Namespace, Selector: tpl.SelectorLabels, Logger: quiet})
+	// Events on a client of their own, as cocalc-k8s serve writes them.
+	events, err := clientFor(rc, max(cfg.QPS/5, 1), max(cfg.QPSBurst/5, 1), "cocalc-k8s-inproc (events)")
+	if err != nil {
+		return nil, nil, err
+	}
+	kc, err := kube.New(cs, kube.Config{Namespace: tpl.Namespace, Selector: tpl.SelectorLabels, Logger: quiet, Events: events.CoreV1()})
 	if err != nil {
 		return nil, nil, err
 	}
@@ -300,9 +373,30 @@ func startServe(ctx context.Context, kubeconfig, work string, cfg Config, log *s
 		"--listen", api, "--health-listen", health, "--log-level", "warn",
 		"--kube-qps", strconv.FormatFloat(float64(cfg.QPS), 'f', -1, 32), "--kube-burst", strconv.Itoa(cfg.QPSBurst))
 	cmd.Stdout, cmd.Stderr = logFile, logFile
+	began := time.Now()
 	if err := cmd.Start(); err != nil {
 		return nil, nil, fmt.Errorf("start %s: %w", cfg.Orchestrator, err)
 	}
+	// Peak RSS until ready: the initial list (or streamed list) of every
+	// project pod is where an informer's memory peaks.
+	var peak atomic.Int64
+	syncing := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		tick := time.NewTicker(10 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if s, err := ReadProc(cmd.Process.Pid); err == nil && s.RSSBytes > peak.Load() {
+				peak.Store(s.RSSBytes)
+			}
+			select {
+			case <-syncing:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
 	stop := func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
@@ -315,7 +409,7 @@ func startServe(ctx context.Context, kubeconfig, work string, cfg Config, log *s
 		}
 		logFile.Close()
 	}
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(5 * time.Minute)
 	for {
 		resp, err := http.Get("http://" + health + "/readyz")
 		if err == nil {
@@ -329,12 +423,15 @@ func startServe(ctx context.Context, kubeconfig, work string, cfg Config, log *s
 			out, _ := os.ReadFile(logFile.Name())
 			return nil, nil, fmt.Errorf("cocalc-k8s serve not ready: %v\n%s", err, out)
 		}
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(10 * time.Millisecond)
 	}
-	log.Info("orchestrator process ready", "pid", cmd.Process.Pid, "api", api)
+	readyAfter := time.Since(began)
+	close(syncing)
+	<-sampled
+	log.Info("orchestrator process ready", "pid", cmd.Process.Pid, "api", api, "after", readyAfter, "peak_rss_mib", peak.Load()>>20)
 	tr := &http.Transport{MaxIdleConns: 10000, MaxIdleConnsPerHost: 10000, IdleConnTimeout: time.Minute}
 	client := &httpapi.Client{BaseURL: "http://" + api, HTTP: &http.Client{Transport: tr}}
-	return &HTTP{Client: client, NS: nsHTTP, PID: cmd.Process.Pid}, stop, nil
+	return &HTTP{Client: client, NS: nsHTTP, PID: cmd.Process.Pid, ReadyAfter: readyAfter, SyncPeakRSS: peak.Load()}, stop, nil
 }
 
 // newOriginal prepares the baseline: a kubeconfig whose context namespace

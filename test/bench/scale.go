@@ -3,7 +3,9 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"math/rand/v2"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -20,6 +22,9 @@ type Burst struct {
 	AllRunning time.Duration
 	AllReady   time.Duration
 	Latency    Durations
+	// Done are the successful starts' latencies in the order they
+	// returned (the burst curve: projects running over time).
+	Done       []time.Duration
 	Errors     int
 	FirstError string
 	CPU        time.Duration // orchestrator process CPU during the burst
@@ -28,11 +33,20 @@ type Burst struct {
 	Retry bool
 	// Failed lists the projects whose start failed.
 	Failed []project.ID
+	// PodCreates and EventWrites are the API server's count of pod
+	// creates and of core Event creates and patches answered 2xx (the
+	// orchestrator's: the scheduler writes events.k8s.io Events) from the
+	// first start issued until the last one returned; PodCreateRequests
+	// counts every pod create, also those answered with an error (a
+	// create retried after a client timeout is answered 409). Only this
+	// method runs then.
+	PodCreates, PodCreateRequests, EventWrites float64
 }
 
 // StartBurst issues len(ids) starts concurrently.
 func StartBurst(ctx context.Context, env Env, m Method, ids []project.ID) Burst {
 	res := Burst{Projects: len(ids)}
+	before, scrapeErr := ScrapeRequestsByCode(ctx, env.Admin)
 	cpu0 := m.CPU()
 	var (
 		mu  sync.Mutex
@@ -62,7 +76,20 @@ func StartBurst(ctx context.Context, env Env, m Method, ids []project.ID) Burst 
 	}
 	wg.Wait()
 	res.AllRunning = time.Since(began)
+	if after, err := ScrapeRequestsByCode(ctx, env.Admin); err == nil && scrapeErr == nil {
+		d := after.Sub(before)
+		res.PodCreates = d.Succeeded("POST", "pods")
+		res.EventWrites = d.Succeeded("POST", "events") + d.Succeeded("PATCH", "events")
+		for k, v := range d {
+			if strings.HasPrefix(k, "POST pods ") {
+				res.PodCreateRequests += v
+			}
+		}
+	} else {
+		res.PodCreates, res.PodCreateRequests, res.EventWrites = -1, -1, -1 // not measured
+	}
 	res.Latency = Summarize(lat)
+	res.Done = lat
 	failed := map[project.ID]bool{}
 	for _, id := range res.Failed {
 		failed[id] = true
@@ -81,6 +108,16 @@ func StartBurst(ctx context.Context, env Env, m Method, ids []project.ID) Burst 
 	}
 	res.CPU = m.CPU() - cpu0
 	return res
+}
+
+// BurstFloor is the client-side floor of n concurrent starts for a client
+// allowed qps requests per second after a burst of burst: the last of n
+// pod creates cannot leave before ceil((n − burst) / qps) seconds.
+func BurstFloor(n int, qps float32, burst int) time.Duration {
+	if n <= burst || qps <= 0 {
+		return 0
+	}
+	return time.Duration(math.Ceil(float64(n-burst)/float64(qps))) * time.Second
 }
 
 // Footprint is the orchestrator process's memory and CPU over a window.

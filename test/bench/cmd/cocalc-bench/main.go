@@ -27,14 +27,15 @@ func main() {
 
 func run() int {
 	cfg := bench.Config{}
-	var out, scale string
+	var out, scale, coldStart string
 	var qps float64
 	flag.IntVar(&cfg.Nodes, "nodes", 20, "kwok nodes (each holds about 320 project pods by CPU requests)")
-	flag.IntVar(&cfg.Cycles, "cycles", 200, "start+stop cycles per method")
+	flag.IntVar(&cfg.Cycles, "cycles", 200, "start+stop cycles per method (0: skip the latency phase)")
 	flag.IntVar(&cfg.OriginalLanes, "original-lanes", 2, "baseline cycles run at a time, one per core (its 1 s sleeps would dominate the run time)")
-	flag.IntVar(&cfg.Statuses, "statuses", 200, "status queries per method")
+	flag.IntVar(&cfg.Statuses, "statuses", 200, "status queries per method (0: skip)")
 	flag.IntVar(&cfg.Burst, "burst", 1000, "starts issued at once")
 	flag.StringVar(&scale, "scale", "1000,5000", "project pod counts at which the orchestrator's footprint is measured")
+	flag.StringVar(&coldStart, "cold-start", "5000,20000", "project pod counts at which a fresh cocalc-k8s serve's time to ready and memory are measured (pods beyond -scale are created directly on the kwok nodes; empty: none)")
 	flag.DurationVar(&cfg.Window, "window", 10*time.Second, "footprint sampling window")
 	flag.IntVar(&cfg.ChurnWorkers, "churn", 10, "concurrent stop+start loops during a churn window")
 	flag.DurationVar(&cfg.ReadyDelay, "ready-delay", 0, "hold every pod this long before kwok makes it Ready (0: the control plane's floor)")
@@ -50,18 +51,16 @@ func run() int {
 	cfg.QPS = float32(qps)
 	if *quick {
 		cfg.Nodes, cfg.Cycles, cfg.OriginalLanes, cfg.Statuses, cfg.Burst, cfg.Window, cfg.ChurnWorkers = 3, 10, 2, 10, 100, 2*time.Second, 4
-		scale = "100,300"
+		scale, coldStart = "100,300", "500"
 	}
-	for _, s := range strings.Split(scale, ",") {
-		if strings.TrimSpace(s) == "" {
-			continue
-		}
-		n, err := strconv.Atoi(strings.TrimSpace(s))
-		if err != nil || n <= 0 {
-			fmt.Fprintf(os.Stderr, "cocalc-bench: -scale %q: want positive integers\n", scale)
-			return 2
-		}
-		cfg.Scale = append(cfg.Scale, n)
+	var err error
+	if cfg.Scale, err = counts("scale", scale); err != nil {
+		fmt.Fprintf(os.Stderr, "cocalc-bench: %v\n", err)
+		return 2
+	}
+	if cfg.ColdStart, err = counts("cold-start", coldStart); err != nil {
+		fmt.Fprintf(os.Stderr, "cocalc-bench: %v\n", err)
+		return 2
 	}
 	for _, p := range []*string{&cfg.Orchestrator, &cfg.Kubectl} {
 		abs, err := filepath.Abs(*p)
@@ -93,6 +92,30 @@ func run() int {
 			fmt.Fprintf(os.Stderr, "cocalc-bench: %v\n", err)
 			return 1
 		}
+		files, err := bench.WritePlots(filepath.Dir(out), res)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "cocalc-bench: plots: %v\n", err)
+			return 1
+		}
+		for _, f := range files {
+			fmt.Fprintf(os.Stderr, "cocalc-bench: wrote %s\n", f)
+		}
 	}
 	return 0
+}
+
+// counts parses a comma-separated list of positive integers.
+func counts(name, list string) ([]int, error) {
+	var out []int
+	for _, s := range strings.Split(list, ",") {
+		if strings.TrimSpace(s) == "" {
+			continue
+		}
+		n, err := strconv.Atoi(strings.TrimSpace(s))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("-%s %q: want positive integers", name, list)
+		}
+		out = append(out, n)
+	}
+	return out, nil
 }
