@@ -130,10 +130,11 @@ image-project: ## project overlay (docker buildx; COCALC_PROJECT_IMAGE=repo@sha2
 	  --output type=oci,tar=false,dest=$(IMAGES_OUT)/project tools/images/project
 
 # A release requires all four images (.gitlab-ci.yml sets PUBLISH_REQUIRE).
+# PLAIN_HTTP=1: HTTP to a registry off loopback (the kind tier's node registry).
 PUBLISH_REQUIRE ?=
 publish: $(IMAGEBUILD) $(HELM) ## push out/images/* and the chart (REGISTRY=host[:port]/path VERSION=x.y.z); the chart's values get the digests
 	@test -n "$(REGISTRY)" || { echo "publish: set REGISTRY=host[:port]/path" >&2; exit 1; }
-	$(IMAGEBUILD) publish -registry $(REGISTRY) -version $(VERSION) -layouts $(IMAGES_OUT) -chart $(CHART) -helm $(HELM) -require "$(PUBLISH_REQUIRE)"
+	$(IMAGEBUILD) publish -registry $(REGISTRY) -version $(VERSION) -layouts $(IMAGES_OUT) -chart $(CHART) -helm $(HELM) -require "$(PUBLISH_REQUIRE)" $(if $(filter 1,$(PLAIN_HTTP)),-plain-http)
 
 ##@ Tests
 

@@ -164,9 +164,15 @@ networking:
 nodes:
 - role: control-plane
 `)
-	if q.noSysResource {
-		b.WriteString(`containerdConfigPatches:
+	// Registry host entries are read from certs.d at each pull (no
+	// restart): StartNodeRegistry writes one.
+	b.WriteString(`containerdConfigPatches:
 - |-
+  [plugins."io.containerd.grpc.v1.cri".registry]
+    config_path = "/etc/containerd/certs.d"
+`)
+	if q.noSysResource {
+		b.WriteString(`- |-
   [plugins."io.containerd.grpc.v1.cri"]
     restrict_oom_score_adj = true
 `)

@@ -6,6 +6,7 @@
 //	imagebuild inspect -layout out/images/orchestrator [-files]        # JSON: digests, config, sizes, files
 //	imagebuild dockerfile -f tools/images/server/Dockerfile            # JSON: the file as BuildKit's parser reads it
 //	imagebuild publish -registry HOST[:PORT]/PATH -version X            # push every layout, then the chart
+//	imagebuild docker-archive -in image.tar -out DIR                    # a `docker save` archive (one image) as an OCI layout
 //
 // Every time in an image (file mtimes, config and history created) is
 // SOURCE_DATE_EPOCH, so the same inputs give the same digest.
@@ -40,7 +41,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout io.Writer) error {
 	if len(args) == 0 {
-		return errors.New("usage: imagebuild orchestrator|rootfs|inspect|dockerfile|publish [flags] (see the package comment)")
+		return errors.New("usage: imagebuild orchestrator|rootfs|inspect|dockerfile|publish|docker-archive [flags] (see the package comment)")
 	}
 	fs := flag.NewFlagSet(args[0], flag.ContinueOnError)
 	var m meta
@@ -112,6 +113,20 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 			return err
 		}
 		fmt.Fprintln(stdout, d)
+	case "docker-archive":
+		in := fs.String("in", "", "docker save archive of one image")
+		out := fs.String("out", "", "OCI layout directory to write")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if *in == "" || *out == "" {
+			return errors.New("docker-archive: -in and -out are required")
+		}
+		d, err := layoutFromDockerArchive(*in, *out)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(stdout, d)
 	case "inspect":
 		dir := fs.String("layout", "", "OCI layout directory")
 		files := fs.Bool("files", false, "list each image's files")
@@ -132,13 +147,17 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		chart := fs.String("chart", "charts/cocalc", "chart directory (read only: a copy is packaged)")
 		helm := fs.String("helm", "bin/helm", "helm binary")
 		require := fs.String("require", "", "comma-separated images that must be published (a release: orchestrator,nfs-server,server,project)")
+		plainHTTP := fs.Bool("plain-http", false, "talk HTTP, not HTTPS, to a registry that is not on loopback (a test cluster's own; loopback always gets HTTP)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if *registry == "" || *version == "" {
 			return errors.New("publish: -registry and -version are required")
 		}
-		pushed, chartRef, err := publish(ctx, *registry, *version, *layouts, *chart, *helm, splitList(*require))
+		pushed, chartRef, err := publish(ctx, publishOptions{
+			registry: *registry, version: *version, layouts: *layouts, chart: *chart, helm: *helm,
+			require: splitList(*require), plainHTTP: *plainHTTP,
+		})
 		if err != nil {
 			return err
 		}

@@ -113,10 +113,21 @@ type pushedImage struct {
 	digest     v1.Hash
 }
 
+// publishOptions are publish's inputs (the flags of `imagebuild publish`).
+type publishOptions struct {
+	registry, version, layouts, chart, helm string
+	require                                 []string
+	// plainHTTP talks HTTP to a registry that is not on loopback (a test
+	// cluster's own registry); a loopback registry always gets HTTP.
+	plainHTTP bool
+}
+
 // publish pushes every layout under layouts whose name the chart knows,
 // then packages the chart with their references (repository, tag, digest)
 // in a copy of its values.yaml and pushes it to oci://registry/charts.
-func publish(ctx context.Context, registry, version, layouts, chart, helm string, require []string) ([]pushedImage, string, error) {
+func publish(ctx context.Context, o publishOptions) ([]pushedImage, string, error) {
+	registry, version, layouts, chart, helm, require := o.registry, o.version, o.layouts, o.chart, o.helm, o.require
+	plainHTTP := o.plainHTTP || loopbackRegistry(registry)
 	for _, r := range require {
 		if _, known := chartImages[r]; !known {
 			return nil, "", fmt.Errorf("-require %s: not an image of the chart", r)
@@ -126,7 +137,7 @@ func publish(ctx context.Context, registry, version, layouts, chart, helm string
 		}
 	}
 	opts := []name.Option{name.StrictValidation}
-	if loopbackRegistry(registry) {
+	if plainHTTP {
 		opts = append(opts, name.Insecure)
 	}
 	var pushed []pushedImage
@@ -184,7 +195,7 @@ func publish(ctx context.Context, registry, version, layouts, chart, helm string
 	}
 	tgz := filepath.Join(pkgDir, filepath.Base(chart)+"-"+version+".tgz")
 	args := []string{"push", tgz, "oci://" + registry + "/charts"}
-	if loopbackRegistry(registry) {
+	if plainHTTP {
 		args = append(args, "--plain-http")
 	}
 	if err := runHelm(ctx, helm, args...); err != nil {
