@@ -10,6 +10,8 @@ SHELL := /bin/bash
 
 GO      ?= go
 BIN     := $(CURDIR)/bin
+# kubectl from the pinned k8s.io/kubectl module (make bench, the kind tier).
+BENCH_KUBECTL := $(BIN)/kubectl-bench
 HELM    := $(BIN)/helm
 HELM4   := $(BIN)/helm4
 PROMTOOL := $(BIN)/promtool
@@ -158,18 +160,21 @@ test-fast: tools ## unit and render suites only (no cluster)
 # kubectl is built from the pinned k8s.io/kubectl module, version-stamped
 # like upstream. BENCH_FLAGS=-quick is a one-minute smoke run (numbers not
 # meaningful); see `go run ./test/bench/cmd/cocalc-bench -h`.
-BENCH_KUBECTL := $(BIN)/kubectl-bench
 BENCH_FLAGS   ?=
 
-.PHONY: bench
-bench: build ## benchmarks vs the original's method (needs make kube-bin); table in test/bench/results/latest.md
-	@test -x $(BIN)/kube-cluster || { echo "bench: build the control plane first: make kube-bin" >&2; exit 1; }
+# Also the kubectl the kind tier's TestNotesCommandsRun runs NOTES.txt's
+# commands with (when none is on PATH).
+$(BENCH_KUBECTL): test/bench/tools/kubectl/go.mod test/bench/tools/kubectl/go.sum
 	cd test/bench/tools/kubectl && \
 	v=$$($(GO) list -m -f '{{.Version}}' k8s.io/kubectl | sed 's/^v0\./v1./') && \
 	m=$$(echo $$v | cut -d. -f2) && \
 	ld="-s -w" && for p in k8s.io/component-base/version k8s.io/client-go/pkg/version; do \
 	  ld="$$ld -X $$p.gitVersion=$$v -X $$p.gitMajor=1 -X $$p.gitMinor=$$m -X $$p.gitTreeState=clean"; done && \
 	$(TOOL_BUILD) -ldflags "$$ld" -o $(BENCH_KUBECTL) .
+
+.PHONY: bench
+bench: build $(BENCH_KUBECTL) ## benchmarks vs the original's method (needs make kube-bin); table in test/bench/results/latest.md
+	@test -x $(BIN)/kube-cluster || { echo "bench: build the control plane first: make kube-bin" >&2; exit 1; }
 	$(GO) build -o $(BIN)/cocalc-bench ./test/bench/cmd/cocalc-bench
 	$(BIN)/cocalc-bench -orchestrator $(BIN)/cocalc-k8s -kubectl $(BENCH_KUBECTL) -kube-bin $(BIN)/kube-cluster $(BENCH_FLAGS)
 

@@ -41,7 +41,7 @@ down: test-cluster ## stop the clusters `make cluster-*` started
 	@if [ -x ci/kind/cluster-down.sh ]; then ci/kind/cluster-down.sh; fi
 
 .PHONY: test-kind
-test-kind: tools test-cluster ## the test suites against the kind cluster (make cluster-kind first)
+test-kind: tools test-cluster $(BENCH_KUBECTL) ## the test suites against the kind cluster (make cluster-kind first)
 	$(TEST_CLUSTER) load-images
 	COCALC_TEST_TIER=kind $(GO) test -count=1 -timeout 30m ./test/cluster/... ./test/e2e/...
 
