@@ -118,7 +118,10 @@ func dockerSaveLayout(t *testing.T, image, dir string) {
 	archive := filepath.Join(t.TempDir(), "image.tar")
 	out, err := exec.CommandContext(t.Context(), "docker", "save", "-o", archive, image).CombinedOutput()
 	require.NoError(t, err, "docker save %s: %s", image, out)
-	out, err = exec.CommandContext(t.Context(), filepath.Join(repoRoot, "bin", "imagebuild"), "docker-archive", "-in", archive, "-out", dir).CombinedOutput()
+	// A label of its own: a new image ID, so the published copy and the
+	// dev image the nodes already hold never share one runtime record.
+	out, err = exec.CommandContext(t.Context(), filepath.Join(repoRoot, "bin", "imagebuild"), "docker-archive",
+		"-in", archive, "-out", dir, "-labels", "org.opencontainers.image.source=test/e2e/registry_test.go").CombinedOutput()
 	require.NoError(t, err, "imagebuild docker-archive %s: %s", image, out)
 }
 

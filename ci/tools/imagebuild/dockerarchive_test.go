@@ -26,7 +26,7 @@ func TestLayoutFromDockerArchive(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := filepath.Join(dir, "layout")
-	got, err := layoutFromDockerArchive(archive, out)
+	got, err := layoutFromDockerArchive(archive, out, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,7 +64,37 @@ func TestLayoutFromDockerArchive(t *testing.T) {
 		}
 		rc.Close()
 	}
-	if _, err := layoutFromDockerArchive(archive, out); err == nil {
+	if _, err := layoutFromDockerArchive(archive, out, nil); err == nil {
 		t.Error("an existing layout directory was overwritten")
+	}
+
+	// Labels make a new config, so a new image, with the same layers.
+	labelled, err := layoutFromDockerArchive(archive, filepath.Join(dir, "labelled"), map[string]string{"test": "yes"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if labelled == want {
+		t.Error("labels did not change the image digest")
+	}
+	lp2, err := layout.FromPath(filepath.Join(dir, "labelled"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	img2, err := lp2.Image(labelled)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img2.ConfigFile()
+	if err != nil || cf.Config.Labels["test"] != "yes" {
+		t.Fatalf("config labels %v, %v", cf.Config.Labels, err)
+	}
+	l1, _ := img.Layers()
+	l2, _ := img2.Layers()
+	for i := range l1 {
+		d1, _ := l1[i].Digest()
+		d2, _ := l2[i].Digest()
+		if d1 != d2 {
+			t.Errorf("layer %d: %s, want %s", i, d2, d1)
+		}
 	}
 }

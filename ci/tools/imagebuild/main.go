@@ -6,7 +6,7 @@
 //	imagebuild inspect -layout out/images/orchestrator [-files]        # JSON: digests, config, sizes, files
 //	imagebuild dockerfile -f tools/images/server/Dockerfile            # JSON: the file as BuildKit's parser reads it
 //	imagebuild publish -registry HOST[:PORT]/PATH -version X            # push every layout, then the chart
-//	imagebuild docker-archive -in image.tar -out DIR                    # a `docker save` archive (one image) as an OCI layout
+//	imagebuild docker-archive -in image.tar -out DIR [-labels k=v,...]  # a `docker save` archive (one image) as an OCI layout
 //
 // Every time in an image (file mtimes, config and history created) is
 // SOURCE_DATE_EPOCH, so the same inputs give the same digest.
@@ -116,13 +116,22 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 	case "docker-archive":
 		in := fs.String("in", "", "docker save archive of one image")
 		out := fs.String("out", "", "OCI layout directory to write")
+		labels := fs.String("labels", "", "comma-separated key=value labels added to the image's config")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if *in == "" || *out == "" {
 			return errors.New("docker-archive: -in and -out are required")
 		}
-		d, err := layoutFromDockerArchive(*in, *out)
+		lm := map[string]string{}
+		for _, kv := range splitList(*labels) {
+			k, v, ok := strings.Cut(kv, "=")
+			if !ok || k == "" {
+				return fmt.Errorf("docker-archive: -labels %q: want key=value", kv)
+			}
+			lm[k] = v
+		}
+		d, err := layoutFromDockerArchive(*in, *out, lm)
 		if err != nil {
 			return err
 		}
