@@ -20,6 +20,9 @@ dev=(
   # make image-nfs-server and test/images: the nfs-server image's Debian root
   # filesystem (tools/images/nfs-server/rootfs.sh).
   debootstrap
+  # test/argocd: ArgoCD's cache (its controller and repo server need a Redis;
+  # the test starts its own on loopback).
+  redis-server
 )
 kind=(
   # kind tier (ci/kind): a docker daemon for the node containers, a Debian
@@ -54,4 +57,8 @@ apt-get install -y -qq --no-install-recommends "${missing[@]}"
 # the service only when this script installed the package.
 if [[ " ${missing[*]} " == *" nfs-ganesha "* ]] && [ -d /run/systemd/system ]; then
   systemctl disable --now nfs-ganesha.service >/dev/null 2>&1 || true
+fi
+# Likewise Debian's redis-server starts a system Redis; test/argocd runs its own.
+if [[ " ${missing[*]} " == *" redis-server "* ]] && [ -d /run/systemd/system ]; then
+  systemctl disable --now redis-server.service >/dev/null 2>&1 || true
 fi
