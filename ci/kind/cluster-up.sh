@@ -25,4 +25,9 @@ if [ "$need_build" = 1 ]; then
   [ -x "$REPO/bin/kube-cluster" ] || make -C "$REPO" kube-bin
   "$REPO/ci/kind/images.sh" >/dev/null
 fi
-exec "$REPO/bin/test-cluster" up -tier=kind -node-image="$NODE"
+# NODES=n > 1 (make cluster-kind NODES=3): a control plane and n-1 workers,
+# the kind cluster cocalc-multi (state .cache/cluster/kind-cocalc-multi)
+# beside the one-node "cocalc"; see test/cluster/kindmulti.go.
+multi=()
+if [ "${NODES:-1}" -gt 1 ]; then multi=(-nodes="$NODES" -name=cocalc-multi); fi
+exec "$REPO/bin/test-cluster" up -tier=kind -node-image="$NODE" "${multi[@]}"

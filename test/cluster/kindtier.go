@@ -50,7 +50,11 @@ type KindOptions struct {
 	// upstream kindest/node where a registry is reachable). Without it a
 	// missing node image is an error, never a registry request.
 	AllowPull bool
-	Logf      func(format string, args ...any)
+	// Workers beside the control plane (0: the one-node cluster). See
+	// kindmulti.go for how pods are routed between nodes and what the
+	// nodes share.
+	Workers int
+	Logf    func(format string, args ...any)
 }
 
 // hostQuirks are the fixes a restricted host (like this project's CI VMs)
@@ -222,6 +226,12 @@ func CreateKind(ctx context.Context, o KindOptions) (*Cluster, error) {
 		return nil, err
 	}
 	cfg := kindConfig(q)
+	if o.Workers > 0 {
+		if err := prepareMultiNodeDirs(o.StateDir, o.Workers); err != nil {
+			return nil, err
+		}
+		cfg = strings.Replace(cfg, "nodes:\n- role: control-plane\n", multiNodesYAML(o.StateDir, o.Workers), 1)
+	}
 	if err := os.WriteFile(filepath.Join(o.StateDir, "kind-config.yaml"), []byte(cfg), 0o600); err != nil {
 		return nil, err
 	}
@@ -237,11 +247,17 @@ func CreateKind(ctx context.Context, o KindOptions) (*Cluster, error) {
 	}
 	kubeconfig := filepath.Join(o.StateDir, "kubeconfig")
 	o.Logf("creating kind cluster %s from %s", o.Name, o.NodeImage)
+	// Nodes of a multi-node cluster are Ready only once setUpMultiNode
+	// has written their CNI configs: no waiting inside kind there.
+	waitReady := 3 * time.Minute
+	if o.Workers > 0 {
+		waitReady = 0
+	}
 	err = provider.Create(o.Name,
 		kindcluster.CreateWithRawConfig([]byte(cfg)),
 		kindcluster.CreateWithNodeImage(o.NodeImage),
 		kindcluster.CreateWithKubeconfigPath(kubeconfig),
-		kindcluster.CreateWithWaitForReady(3*time.Minute),
+		kindcluster.CreateWithWaitForReady(waitReady),
 		kindcluster.CreateWithDisplayUsage(false),
 		kindcluster.CreateWithDisplaySalutation(false))
 	if err != nil {
@@ -253,6 +269,11 @@ func CreateKind(ctx context.Context, o KindOptions) (*Cluster, error) {
 	}
 	c.caps = capsOf(TierKind)
 	c.StateDir = o.StateDir
+	if o.Workers > 0 {
+		if err := setUpMultiNode(ctx, c, o.Name, o.StateDir, o.Logf); err != nil {
+			return nil, err
+		}
+	}
 	// CoreDNS first: it is Ready only once kube-proxy has programmed the
 	// Service addresses. Add-ons that rewrite iptables (kube-router) start
 	// after that, so they cannot race kube-proxy's first sync (seen here:
@@ -312,6 +333,12 @@ func DeleteKind(ctx context.Context, name, stateDir string, logf func(string, ..
 	}
 	if err := RemoveState(stateDir); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
+	}
+	// A multi-node cluster's CNI configs and shared volumes (kindmulti.go).
+	for _, d := range []string{"cni", "shared"} {
+		if err := os.RemoveAll(filepath.Join(stateDir, d)); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -94,7 +94,12 @@ func (c *Cluster) kindNode(ctx context.Context) (nodes.Node, error) {
 	if err != nil {
 		return nil, err
 	}
-	return ns[0], nil
+	if len(ns) == 1 {
+		return ns[0], nil
+	}
+	// Several nodes (kindmulti.go): the control plane, where workers
+	// route the outside hosts' addresses.
+	return controlPlane(ns)
 }
 
 // kindNodes returns every node of the kind cluster (at least one). c.Name

@@ -129,6 +129,14 @@ func Attach(ctx context.Context, tier Tier) (*Cluster, error) {
 	if err != nil {
 		return nil, err
 	}
+	if tier == TierKind {
+		// COCALC_KIND_STATE: another kind cluster, e.g. the multi-node one.
+		if d, err := kindStateFromEnv(); err != nil {
+			return nil, err
+		} else if d != "" {
+			dir = d
+		}
+	}
 	st, err := ReadState(dir)
 	if err != nil {
 		if errors.Is(err, os.ErrNotExist) {

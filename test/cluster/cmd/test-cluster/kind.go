@@ -13,8 +13,26 @@ import (
 	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
 )
 
-// kindName is the kind cluster's name (its node: cocalc-control-plane).
+// kindName is the default kind cluster's name (its node:
+// cocalc-control-plane).
 const kindName = "cocalc"
+
+// The kind cluster the command works on (-name) and its state directory;
+// selectKind sets them and cluster.EnvKindState, so cluster.Attach finds
+// the same cluster.
+var (
+	kindCluster = kindName
+	kindState   string
+)
+
+func selectKind(name string) error {
+	dir, err := cluster.KindStateDir(name)
+	if err != nil {
+		return err
+	}
+	kindCluster, kindState = name, dir
+	return os.Setenv(cluster.EnvKindState, dir)
+}
 
 // kindImages are built from this repository and loaded into the node:
 // what values/kind.yaml names, plus nothing else. The orchestrator image
@@ -36,14 +54,14 @@ func imageRefs() []string {
 // upKind creates the kind cluster from the node image ci/kind/images.sh
 // built (or -node-image, e.g. kindest/node where a registry is reachable),
 // with kube-router enforcing NetworkPolicies and the test images loaded.
-func upKind(nodeImage string, timeout time.Duration) error {
+func upKind(nodeImage string, nodes int, timeout time.Duration) error {
 	root, err := cluster.RepoRoot()
 	if err != nil {
 		return err
 	}
-	dir, err := cluster.SharedStateDir(cluster.TierKind)
-	if err != nil {
-		return err
+	dir := kindState
+	if nodes < 1 {
+		return fmt.Errorf("-nodes=%d: want at least 1", nodes)
 	}
 	if nodeImage == "" {
 		v, err := pinnedKubernetesVersion(root)
@@ -73,7 +91,8 @@ func upKind(nodeImage string, timeout time.Duration) error {
 	}
 	t0 := time.Now()
 	c, err := cluster.CreateKind(ctx, cluster.KindOptions{
-		Name:          kindName,
+		Name:          kindCluster,
+		Workers:       nodes - 1,
 		NodeImage:     nodeImage,
 		StateDir:      dir,
 		Manifests:     []string{filepath.Join(root, "ci", "kind", "kube-router.yaml")},
@@ -109,18 +128,14 @@ func reloadKindImages(timeout time.Duration) error {
 	if err := cluster.UseDockerShimIfNeeded(ctx, cluster.DockerShimDir(root), cluster.ProbeImage); err != nil {
 		return err
 	}
-	return cluster.LoadImages(ctx, kindName, imageRefs()...)
+	return cluster.LoadImages(ctx, kindCluster, imageRefs()...)
 }
 
 func downKind() error {
-	dir, err := cluster.SharedStateDir(cluster.TierKind)
-	if err != nil {
-		return err
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	logf := func(format string, args ...any) { slog.Info(fmt.Sprintf(format, args...)) }
-	return cluster.DeleteKind(ctx, kindName, dir, logf)
+	return cluster.DeleteKind(ctx, kindCluster, kindState, logf)
 }
 
 // pinnedKubernetesVersion reads the k8s.io/kubernetes version the cluster

@@ -6,6 +6,12 @@
 //	test-cluster status [-tier api|kind]            exit 0 only if the recorded cluster answers
 //	test-cluster load-images                        rebuild the kind tier's test images and load them
 //
+// -tier=kind -nodes=3 -name=cocalc-multi: a kind cluster of a control plane
+// and two workers beside the one-node "cocalc" (state in
+// .cache/cluster/kind-cocalc-multi; tests attach with COCALC_TEST_TIER=kind
+// COCALC_KIND_STATE=.cache/cluster/kind-cocalc-multi). Every kind
+// subcommand takes -name.
+//
 // `up -tier=kind` creates a kind cluster with the kind library from the
 // node image ci/kind builds offline (-node-image to use another, e.g.
 // kindest/node), applies kube-router for NetworkPolicy enforcement and
@@ -44,7 +50,22 @@ func main() {
 	nodes := fs.Int("nodes", 3, "up: simulated nodes (api tier)")
 	timeout := fs.Duration("timeout", 3*time.Minute, "up: how long to wait for the cluster")
 	nodeImage := fs.String("node-image", "", "up -tier=kind: node image (default cocalc.local/kind-node:<pinned version>, built by ci/kind)")
+	name := fs.String("name", kindName, "-tier=kind: the kind cluster (state in .cache/cluster/kind, or kind-<name> for another name)")
 	_ = fs.Parse(os.Args[2:])
+	// -nodes counts kind nodes only when given: 1 by default (the
+	// one-node tier), n > 1 = a control plane and n-1 workers.
+	kindNodes := 1
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "nodes" {
+			kindNodes = *nodes
+		}
+	})
+	if cluster.Tier(*tier) == cluster.TierKind || os.Args[1] == "load-images" {
+		if err := selectKind(*name); err != nil {
+			fmt.Fprintln(os.Stderr, "test-cluster:", err)
+			os.Exit(1)
+		}
+	}
 
 	var err error
 	switch os.Args[1] {
@@ -52,7 +73,7 @@ func main() {
 		switch cluster.Tier(*tier) {
 		case cluster.TierAPI:
 		case cluster.TierKind:
-			err = upKind(*nodeImage, *timeout+5*time.Minute)
+			err = upKind(*nodeImage, kindNodes, *timeout+5*time.Minute)
 		default:
 			err = fmt.Errorf("up -tier=%s: want api or kind", *tier)
 		}
@@ -86,7 +107,7 @@ func main() {
 }
 
 func usage() {
-	fmt.Fprintln(os.Stderr, "usage: test-cluster up|down|env|status|load-images [-tier api|kind] [-foreground] [-nodes N] [-node-image REF]")
+	fmt.Fprintln(os.Stderr, "usage: test-cluster up|down|env|status|load-images [-tier api|kind] [-foreground] [-nodes N] [-node-image REF] [-name KIND-CLUSTER]")
 	os.Exit(2)
 }
 
@@ -225,6 +246,9 @@ func printEnv(tier cluster.Tier) error {
 	dir, err := cluster.SharedStateDir(tier)
 	if err != nil {
 		return err
+	}
+	if tier == cluster.TierKind {
+		dir = kindState
 	}
 	st, err := cluster.ReadState(dir)
 	if err != nil {
