@@ -3,6 +3,7 @@ package kube
 import (
 	"reflect"
 	"testing"
+	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -32,7 +33,9 @@ func realisticPod(t *testing.T, mutate func(*corev1.Pod)) *corev1.Pod {
 		Phase: corev1.PodRunning, PodIP: "10.244.1.7", HostIP: "172.18.0.3", QOSClass: corev1.PodQOSBurstable,
 		Conditions: []corev1.PodCondition{
 			{Type: corev1.PodScheduled, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()},
+			{Type: corev1.PodInitialized, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()},
 			{Type: corev1.PodReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()},
+			{Type: corev1.ContainersReady, Status: corev1.ConditionTrue, LastTransitionTime: metav1.Now()},
 		},
 		ContainerStatuses: []corev1.ContainerStatus{{
 			Name: "project", Ready: true, RestartCount: 2, Image: "project:1", ImageID: "sha256:abc",
@@ -55,7 +58,7 @@ func TestSlimPodKeepsWhatTheOrchestratorReads(t *testing.T) {
 		{"running after an OOM restart", nil},
 		{"deleting", func(p *corev1.Pod) { p.DeletionTimestamp = &now }},
 		{"crash loop", func(p *corev1.Pod) {
-			p.Status.Conditions[1].Status = corev1.ConditionFalse
+			p.Status.Conditions[2].Status = corev1.ConditionFalse
 			p.Status.ContainerStatuses[0].State = corev1.ContainerState{Waiting: &corev1.ContainerStateWaiting{Reason: state.ReasonCrashLoopBackOff, Message: "back-off"}}
 		}},
 		{"unschedulable", func(p *corev1.Pod) {
@@ -92,13 +95,30 @@ func TestSlimPodKeepsWhatTheOrchestratorReads(t *testing.T) {
 				t.Errorf("NFS volume lost: %+v", slim.Spec.Volumes)
 			}
 			if slim.UID != full.UID || slim.ResourceVersion != full.ResourceVersion || slim.Name != full.Name || slim.Namespace != full.Namespace ||
-				!slim.CreationTimestamp.Equal(&full.CreationTimestamp) || slim.Spec.NodeName != "node-a" || len(slim.Labels) != len(full.Labels) {
+				!slim.CreationTimestamp.Equal(&full.CreationTimestamp) || slim.Spec.NodeName != "node-a" {
 				t.Errorf("identity or placement lost: %+v", slim.ObjectMeta)
 			}
-			if len(slim.Spec.Containers) != 0 || slim.ManagedFields != nil {
-				t.Error("the container spec and managedFields must not be cached")
+			if len(slim.Spec.Containers) != 0 || slim.ManagedFields != nil || slim.Labels != nil {
+				t.Error("the container spec, managedFields and labels must not be cached")
+			}
+			if len(slim.Annotations) != 2 {
+				t.Errorf("annotations %v, want only the spec hash and the start request", slim.Annotations)
 			}
 		})
+	}
+	// Strings every pod repeats are shared between cached pods.
+	a, _ := slimPod(realisticPod(t, nil))
+	b, _ := slimPod(realisticPod(t, nil))
+	pa, pb := a.(*corev1.Pod), b.(*corev1.Pod)
+	for _, pair := range [][2]string{
+		{pa.Namespace, pb.Namespace},
+		{pa.Annotations[podspec.AnnotationRequest], pb.Annotations[podspec.AnnotationRequest]},
+		{string(pa.Status.Conditions[0].Type), string(pb.Status.Conditions[0].Type)},
+		{pa.Status.ContainerStatuses[0].Name, pb.Status.ContainerStatuses[0].Name},
+	} {
+		if pair[0] != pair[1] || unsafe.StringData(pair[0]) != unsafe.StringData(pair[1]) {
+			t.Errorf("%q is not shared between cached pods", pair[0])
+		}
 	}
 	if obj, _ := slimPod("tombstone"); obj != "tombstone" {
 		t.Error("objects that are not pods pass unchanged")

@@ -40,7 +40,11 @@ func TestStartCreatesPodAndReturnsRunning(t *testing.T) {
 	if st.State != state.Running || st.IP != "10.244.0.7" || st.Pod != pid.PodName() || st.HubPort != 6000 || st.RawPort != 6001 {
 		t.Fatalf("status = %+v", st)
 	}
-	pod := e.kube.Pod(pid.PodName())
+	// The created pod, from the API (the cache keeps no labels).
+	pod, err := e.cs.CoreV1().Pods(fixture.Namespace).Get(ctxT(t), pid.PodName(), metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	if pod.Labels[podtemplate.LabelNetwork] != "outside" || pod.Spec.Volumes[0].NFS.Server != "10.96.0.20" {
 		t.Fatalf("pod labels %v, volume %+v", pod.Labels, pod.Spec.Volumes[0])
 	}

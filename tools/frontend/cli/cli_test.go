@@ -297,7 +297,11 @@ func TestServeEndToEnd(t *testing.T) {
 	var addrs = make(chan [2]string, 1)
 	oldCS, oldL := newClientset, onListening
 	t.Cleanup(func() { newClientset, onListening = oldCS, oldL })
-	newClientset = func(cfg *rest.Config) (kubernetes.Interface, error) { gotQPS = append(gotQPS, cfg.QPS); return cs, nil }
+	var gotContent []string
+	newClientset = func(cfg *rest.Config) (kubernetes.Interface, error) {
+		gotQPS, gotContent = append(gotQPS, cfg.QPS), append(gotContent, cfg.ContentType)
+		return cs, nil
+	}
 	onListening = func(api, health net.Addr) { addrs <- [2]string{api.String(), health.String()} }
 
 	ctx, cancel := context.WithCancel(context.Background())
@@ -404,6 +408,11 @@ func TestServeEndToEnd(t *testing.T) {
 	}
 	if len(gotQPS) != 2 || gotQPS[0] != 50 || gotQPS[1] != 10 {
 		t.Errorf("client QPS = %v, want the default 50 for pods and a separate 10 for Events", gotQPS)
+	}
+	for _, ct := range gotContent {
+		if ct != "application/vnd.kubernetes.protobuf" {
+			t.Errorf("client content types %v, want protobuf", gotContent)
+		}
 	}
 	cancel() // as SIGTERM would
 	wg.Wait()

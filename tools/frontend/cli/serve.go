@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/spf13/cobra"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -209,6 +210,12 @@ func newKubeClient(kubeconfig string, qps float32, burst int, tpl *podtemplate.T
 	// client-go's default (5 QPS) would make a burst of starts take minutes.
 	cfg.QPS, cfg.Burst = qps, burst
 	cfg.UserAgent = "cocalc-k8s/" + Version
+	// Protobuf rather than JSON: pods and Events are built-in types the API
+	// server serves as protobuf, several times cheaper to decode. Filling
+	// the pod cache decodes every project pod, so this is most of the time
+	// a fresh process needs to become ready with thousands of projects.
+	cfg.ContentType = runtime.ContentTypeProtobuf
+	cfg.AcceptContentTypes = runtime.ContentTypeProtobuf + "," + runtime.ContentTypeJSON
 	cs, err := newClientset(cfg)
 	if err != nil {
 		return nil, withCode(ExitUsage, fmt.Errorf("kubernetes client: %w", err))
