@@ -120,3 +120,26 @@ func registryAnswers(ctx context.Context, addr string) bool {
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
 }
+
+// RemoveImages removes the images refs name from every kind node's
+// runtime (those a node lacks are skipped), so the next pod that uses one
+// makes the kubelet pull it. Removing an image removes it under every
+// name it has on the node.
+func (c *Cluster) RemoveImages(ctx context.Context, refs ...string) error {
+	ns, err := c.kindNodes(ctx)
+	if err != nil {
+		return err
+	}
+	for _, n := range ns {
+		for _, ref := range refs {
+			var out bytes.Buffer
+			cmd := n.CommandContext(ctx, "sh", "-c", `crictl inspecti "$1" >/dev/null 2>&1 || exit 0; crictl rmi "$1"`, "sh", ref)
+			cmd.SetStdout(&out)
+			cmd.SetStderr(&out)
+			if err := cmd.Run(); err != nil {
+				return fmt.Errorf("remove image %s from node %s: %w: %s", ref, n.String(), err, out.String())
+			}
+		}
+	}
+	return nil
+}

@@ -63,6 +63,15 @@ func TestInstallFromRegistry(t *testing.T) {
 		published[version] = publishedRefs(t, string(out))
 	}
 	chartRef := "oci://" + registry + "/charts/cocalc"
+	// The node registry outlives a run (its content is reused): images a
+	// previous run pulled are removed, so this one's first use is a pull.
+	var refs []string
+	for _, v := range published {
+		for _, ref := range v {
+			refs = append(refs, ref)
+		}
+	}
+	require.NoError(t, c.RemoveImages(ctx, refs...))
 
 	// values/kind.yaml without its image blocks: the packaged chart's
 	// values (the pushed references, by digest) choose every image.
