@@ -42,9 +42,19 @@ type Floor struct {
 	// Pod builds the pod of a project (the orchestrator's podspec).
 	Pod   func(id project.ID) (*corev1.Pod, error)
 	Grace int64
+	// Creates, when set, is the client pod creates go through (e.g. one
+	// limited to the orchestrator's QPS); watches always use Client.
+	Creates kubernetes.Interface
+	// Label replaces Name's default.
+	Label string
 }
 
-func (f *Floor) Name() string       { return "floor (client-go create + watch)" }
+func (f *Floor) Name() string {
+	if f.Label != "" {
+		return f.Label
+	}
+	return "floor (client-go create + watch)"
+}
 func (f *Floor) Namespace() string  { return f.NS }
 func (f *Floor) CPU() time.Duration { return SelfCPU() }
 func (f *Floor) watch(ctx context.Context, name, rv string) (watch.Interface, error) {
@@ -59,7 +69,11 @@ func (f *Floor) Start(ctx context.Context, id project.ID) error {
 	if err != nil {
 		return err
 	}
-	created, err := f.Client.CoreV1().Pods(f.NS).Create(ctx, pod, metav1.CreateOptions{})
+	creates := f.Client
+	if f.Creates != nil {
+		creates = f.Creates
+	}
+	created, err := creates.CoreV1().Pods(f.NS).Create(ctx, pod, metav1.CreateOptions{})
 	if err != nil {
 		return fmt.Errorf("floor: create %s: %w", pod.Name, err)
 	}

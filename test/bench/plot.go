@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"time"
 
 	"gonum.org/v1/plot"
@@ -222,8 +223,12 @@ func WritePlots(dir string, r *Results) ([]string, error) {
 	var bursts []BurstSeries
 	running := 0
 	for _, b := range r.Bursts {
-		if !b.Retry {
-			bursts = append(bursts, BurstSeries{Name: fmt.Sprintf("%d starts, %d running before", b.Projects, running), Done: b.Done})
+		switch {
+		case strings.HasPrefix(b.Method, "floor"):
+			bursts = append(bursts, BurstSeries{Name: fmt.Sprintf("%s: %d starts", b.Method, b.Projects), Done: b.Done})
+			continue
+		case !b.Retry:
+			bursts = append(bursts, BurstSeries{Name: fmt.Sprintf("ours (HTTP API): %d starts, %d running before", b.Projects, running), Done: b.Done})
 		}
 		running += b.Projects - b.Errors
 	}

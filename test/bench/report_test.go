@@ -19,9 +19,9 @@ func TestWriteMarkdownRatiosAndTargets(t *testing.T) {
 			{Method: "original method (kubectl apply + poll), BASELINE", Cycles: 200, Lanes: 4, Start: d(1000), Stop: d(800)},
 		},
 		Statuses:  []StatusResult{{Method: "ours, HTTP API (cocalc-k8s serve)", Latency: d(1), PodRequests: 0, AllRequests: 0}},
-		Bursts:    []Burst{{Projects: 1000, AllRunning: 31 * time.Second, PodCreates: 1000, PodCreateRequests: 1100, EventWrites: 250}},
+		Bursts:    []Burst{{Method: "ours, HTTP API (cocalc-k8s serve)", Projects: 1000, AllRunning: 31 * time.Second, PodCreates: 1000, PodCreateRequests: 1100, EventWrites: 250}},
 		Footprint: []Footprint{{Pods: 5000, RSSBytes: 100 << 20, PeakRSS: 120 << 20}},
-		ColdStarts: []ColdStart{{Pods: 20000, Filled: 15000, ReadyAfter: 2500 * time.Millisecond, SyncPeakRSS: 140 << 20,
+		ColdStarts: []ColdStart{{Orchestrator: "cocalc-k8s", Pods: 20000, Filled: 15000, ReadyAfter: 2500 * time.Millisecond, SyncPeakRSS: 140 << 20,
 			RSS: 90 << 20, PeakRSS: 100 << 20, WatchLists: 1, Heap: PodCacheHeap{Pods: 20000, LiveBytes: 20000 * 1024}}},
 	}
 	var b strings.Builder
@@ -34,12 +34,12 @@ func TestWriteMarkdownRatiosAndTargets(t *testing.T) {
 		"≥ 8× faster than the original at p50: met (10.0×)",
 		"status with 0 API requests: met",
 		"1000 concurrent starts within 15 % of the client floor (18s, so ≤ 20.7s), 0 errors: MISSED (31s, 1.72×, 0 errors; 1.00 pod creates and 0.25 Event writes per start",
-		"| 1000 | 0 | 31s | 18s | 1.72× |",
+		"| ours, HTTP API (cocalc-k8s serve) | 1000 | 0 | 31s | 18s | 1.72× |",
 		"| 1.00 | 1.10 | 0.25 |",
 		"RSS ≤ 60 MiB at 5,000 pods (the orchestrator that started them, idle and churn): MISSED (peak 120.0 MiB",
 		"fresh process watching 20,000 pods: RSS ≤ 150 MiB: met (peak 140.0 MiB, 90.0 MiB idle)",
 		"cold start with 20,000 pods: ready ≤ 3 s: met (2.5s, streamed (1 watch-list, 0 LIST))",
-		"| 20000 | 15000 | 2.5s | 140.0 | 90.0 | 100.0 |",
+		"| cocalc-k8s | 20000 | 15000 | 2.5s | 140.0 | 90.0 | 100.0 |",
 	} {
 		if !strings.Contains(out, want) {
 			t.Errorf("report lacks %q:\n%s", want, out)

@@ -15,6 +15,8 @@ import (
 
 // Burst is the result of starting many projects at once.
 type Burst struct {
+	// Method is the method's name (the HTTP API's rows: ours).
+	Method   string
 	Projects int
 	// AllRunning is the time from issuing every start until the last one
 	// returned running; AllReady until the independent watch saw the last
@@ -45,7 +47,7 @@ type Burst struct {
 
 // StartBurst issues len(ids) starts concurrently.
 func StartBurst(ctx context.Context, env Env, m Method, ids []project.ID) Burst {
-	res := Burst{Projects: len(ids)}
+	res := Burst{Method: m.Name(), Projects: len(ids)}
 	before, scrapeErr := ScrapeRequestsByCode(ctx, env.Admin)
 	cpu0 := m.CPU()
 	var (

@@ -43,6 +43,7 @@ func run() int {
 	flag.IntVar(&cfg.QPSBurst, "kube-burst", 100, "orchestrator client-go burst (cocalc-k8s serve --kube-burst default)")
 	flag.StringVar(&cfg.Orchestrator, "orchestrator", "bin/cocalc-k8s", "orchestrator binary (make build)")
 	flag.StringVar(&cfg.Kubectl, "kubectl", "bin/kubectl-bench", "kubectl binary for the baseline")
+	flag.StringVar(&cfg.CompareOrchestrator, "compare-orchestrator", "", "another orchestrator binary (an older build) each cold-start row also starts, for a before/after in one run")
 	flag.StringVar(&cfg.KubeBinary, "kube-bin", "", "control-plane binary (default: the cluster package's)")
 	flag.StringVar(&out, "out", "test/bench/results/latest.md", "results file (empty: stdout only)")
 	flag.StringVar(&cfg.HeapProfile, "heap-profile", "", "write a heap profile of the orchestrator's pod cache at the largest scale here")
@@ -62,7 +63,10 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "cocalc-bench: %v\n", err)
 		return 2
 	}
-	for _, p := range []*string{&cfg.Orchestrator, &cfg.Kubectl} {
+	for _, p := range []*string{&cfg.Orchestrator, &cfg.Kubectl, &cfg.CompareOrchestrator} {
+		if *p == "" {
+			continue
+		}
 		abs, err := filepath.Abs(*p)
 		if err == nil {
 			*p = abs
