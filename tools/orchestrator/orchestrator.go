@@ -317,6 +317,19 @@ func (o *Orchestrator) start(ctx context.Context, id project.ID, req StartReques
 			}
 		case pod == nil:
 			// Created, not yet in the cache.
+		case st.NodeLost:
+			// The pod's node stopped reporting (lost, not drained): waiting
+			// for its deletion would take the taint eviction's 300 s plus a
+			// grace period no kubelet will ever end. Delete it at once
+			// (grace 0; the UID precondition spares a newer pod) and create
+			// one the scheduler places on a live node. The risk, accepted
+			// for availability: a node cut off from the API server but not
+			// down keeps running the old container until it reconnects,
+			// so for that while two containers may use the home.
+			if err := o.forceDelete(ctx, pod, "ReplacingLostPod", "creating a new one"); err != nil && !apierrors.IsConflict(err) {
+				return o.current(id), o.startError(ctx, id, err)
+			}
+			created, seen = false, false // its disappearance is ours, not a stop
 		case st.State == state.Stopping:
 			// A stop is finishing: wait until the pod is gone, then create.
 		case st.Terminal:
@@ -433,7 +446,12 @@ func (o *Orchestrator) Stop(ctx context.Context, id project.ID) (st ProjectStatu
 			}
 			return o.current(id), nil
 		}
-		if pod.DeletionTimestamp == nil {
+		if state.FromPod(pod).NodeLost {
+			// No kubelet will end a graceful deletion (see start).
+			if err := o.forceDelete(ctx, pod, "Stopping", "stop requested"); err != nil && !apierrors.IsConflict(err) {
+				return o.current(id), o.stopError(ctx, id, err)
+			}
+		} else if pod.DeletionTimestamp == nil {
 			if err := o.deletePod(ctx, pod, "Stopping", "stop requested"); err != nil {
 				if !apierrors.IsConflict(err) { // replaced meanwhile: look again
 					return o.current(id), o.stopError(ctx, id, err)
@@ -477,6 +495,15 @@ func (o *Orchestrator) deletePod(ctx context.Context, pod *corev1.Pod, reason, m
 	o.cluster.Event(pod, corev1.EventTypeNormal, reason, message)
 	o.log.Info("deleting project pod", "pod", pod.Name, "reason", reason, "detail", message)
 	return o.cluster.DeletePod(ctx, pod.Name, pod.UID, o.Template().TerminationGracePeriodSeconds)
+}
+
+// forceDelete deletes a pod whose node stopped reporting with grace 0:
+// the API server removes it at once instead of waiting for a kubelet.
+func (o *Orchestrator) forceDelete(ctx context.Context, pod *corev1.Pod, reason, message string) error {
+	detail := fmt.Sprintf("node %s is not responding: pod deleted without waiting for it (grace 0), %s", pod.Spec.NodeName, message)
+	o.cluster.Event(pod, corev1.EventTypeWarning, reason, detail)
+	o.log.Warn("deleting project pod on a lost node", "pod", pod.Name, "node", pod.Spec.NodeName, "reason", reason)
+	return o.cluster.DeletePod(ctx, pod.Name, pod.UID, 0)
 }
 
 // Restart stops the project (if running) and starts it with req, so the new

@@ -54,6 +54,11 @@ type Status struct {
 	// Terminal is true for pods that will never run again (Failed or
 	// Succeeded); start replaces them.
 	Terminal bool `json:"-"`
+	// NodeLost is true when the pod's node stopped reporting (see
+	// nodeLost): its state is unknown, its containers may be gone with the
+	// node. Start and stop do not wait for such a pod (they delete it with
+	// grace 0); the Reason is ReasonNodeLost.
+	NodeLost bool `json:"-"`
 }
 
 // benignWaiting are container waiting reasons of a normal start.
@@ -69,7 +74,13 @@ func FromPod(pod *corev1.Pod) Status {
 		return Status{State: Opened}
 	}
 	if pod.DeletionTimestamp != nil {
+		if nodeLost(pod) {
+			return lostStatus(Stopping, pod)
+		}
 		return Status{State: Stopping}
+	}
+	if nodeLost(pod) {
+		return lostStatus(Starting, pod)
 	}
 	st := Status{}
 	cs := containerStatus(pod)
@@ -97,11 +108,6 @@ func FromPod(pod *corev1.Pod) Status {
 				st.Message = cs.State.Terminated.Message
 			}
 		}
-		return st
-	case corev1.PodUnknown:
-		st.State = Starting
-		st.Reason = ReasonNodeLost
-		st.Message = pod.Status.Message
 		return st
 	}
 
@@ -144,6 +150,37 @@ func FromPod(pod *corev1.Pod) Status {
 		st.Reason, st.Message = cs.State.Terminated.Reason, cs.State.Terminated.Message
 	case lastReason == ReasonOOMKilled:
 		st.Reason = ReasonOOMKilled
+	}
+	return st
+}
+
+// nodeLost reports whether the pod's node stopped reporting its state:
+// phase Unknown, or a running pod whose Ready condition is False while its
+// (only) container was last reported ready and running. The kubelet never
+// writes that combination (Ready is its containers' readiness; project
+// pods have one container and no readiness gates); the node lifecycle
+// controller does, when the node's kubelet has not posted status for the
+// node-monitor grace period (MarkPodsNotReady flips only the Ready
+// condition). When the node comes back, its kubelet rewrites the status
+// and the pod is no longer lost.
+func nodeLost(pod *corev1.Pod) bool {
+	switch pod.Status.Phase {
+	case corev1.PodUnknown:
+		return true
+	case corev1.PodRunning:
+		c, cs := condition(pod, corev1.PodReady), containerStatus(pod)
+		return c != nil && c.Status == corev1.ConditionFalse && cs != nil && cs.Ready && cs.State.Running != nil
+	}
+	return false
+}
+
+func lostStatus(s State, pod *corev1.Pod) Status {
+	st := Status{State: s, Reason: ReasonNodeLost, NodeLost: true, Message: pod.Status.Message}
+	if st.Message == "" {
+		st.Message = fmt.Sprintf("node %s is not responding", pod.Spec.NodeName)
+	}
+	if cs := containerStatus(pod); cs != nil {
+		st.Restarts = cs.RestartCount
 	}
 	return st
 }

@@ -50,6 +50,12 @@ func runningContainer() podOpt {
 			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
 	}
 }
+func readyContainer() podOpt {
+	return func(p *corev1.Pod) {
+		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "project", Ready: true,
+			State: corev1.ContainerState{Running: &corev1.ContainerStateRunning{}}}}
+	}
+}
 func terminated(reason string) podOpt {
 	return func(p *corev1.Pod) {
 		p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "project",
@@ -77,6 +83,7 @@ func TestFromPod(t *testing.T) {
 		reason   string
 		ip       string
 		terminal bool
+		lost     bool
 	}{
 		{name: "no pod", pod: nil, state: Opened},
 		{name: "pending, nothing yet", pod: pod(corev1.PodPending), state: Starting},
@@ -105,13 +112,20 @@ func TestFromPod(t *testing.T) {
 		{name: "failed, no detail", pod: pod(corev1.PodFailed), state: Opened, reason: ReasonFailed, terminal: true},
 		{name: "failed, node shutdown", pod: pod(corev1.PodFailed, podReason("Terminated", "node shutdown")), state: Opened, reason: "Terminated", terminal: true},
 		{name: "succeeded", pod: pod(corev1.PodSucceeded), state: Opened, reason: ReasonCompleted, terminal: true},
-		{name: "unknown phase (node lost)", pod: pod(corev1.PodUnknown), state: Starting, reason: ReasonNodeLost},
+		{name: "unknown phase (node lost)", pod: pod(corev1.PodUnknown), state: Starting, reason: ReasonNodeLost, lost: true},
+		// The node lifecycle controller marks the pods of a node that
+		// stopped reporting not Ready; the container status stays as the
+		// kubelet last wrote it.
+		{name: "node not reporting", pod: pod(corev1.PodRunning, ready(corev1.ConditionFalse), ip("10.1.0.5"), readyContainer()), state: Starting, reason: ReasonNodeLost, lost: true},
+		{name: "node not reporting, pod being deleted", pod: pod(corev1.PodRunning, ready(corev1.ConditionFalse), ip("10.1.0.5"), readyContainer(), deleting()), state: Stopping, reason: ReasonNodeLost, lost: true},
+		{name: "readiness failing (kubelet reports the container not ready)", pod: pod(corev1.PodRunning, ready(corev1.ConditionFalse), ip("10.1.0.5"), runningContainer()), state: Starting},
+		{name: "ready container, pending pod", pod: pod(corev1.PodPending, ready(corev1.ConditionFalse), readyContainer()), state: Starting},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got := FromPod(tt.pod)
-			if got.State != tt.state || got.Reason != tt.reason || got.IP != tt.ip || got.Terminal != tt.terminal {
-				t.Fatalf("FromPod = %+v, want state=%s reason=%q ip=%q terminal=%v", got, tt.state, tt.reason, tt.ip, tt.terminal)
+			if got.State != tt.state || got.Reason != tt.reason || got.IP != tt.ip || got.Terminal != tt.terminal || got.NodeLost != tt.lost {
+				t.Fatalf("FromPod = %+v, want state=%s reason=%q ip=%q terminal=%v nodeLost=%v", got, tt.state, tt.reason, tt.ip, tt.terminal, tt.lost)
 			}
 			switch got.State {
 			case Opened, Starting, Running, Stopping:
