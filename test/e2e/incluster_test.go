@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
@@ -40,6 +42,11 @@ type hub struct {
 	c   *cluster.Cluster
 	ns  string
 	pod string
+	// tolerateProxyTimeout: the API server's pod proxy gave up on a slow
+	// answer (a start on a loaded machine, seen at load 70 on 2 cores);
+	// start then waits for the project through status instead (the
+	// orchestrator finishes a start whose caller gave up).
+	tolerateProxyTimeout bool
 }
 
 func (h hub) do(method, path string, params map[string]string, body string) (int, []byte) {
@@ -57,6 +64,9 @@ func (h hub) do(method, path string, params map[string]string, body string) (int
 	var code int
 	raw, err := req.Do(ctx).StatusCode(&code).Raw()
 	if err != nil && code == 0 {
+		if h.tolerateProxyTimeout && apierrors.IsTimeout(err) {
+			return http.StatusGatewayTimeout, []byte(err.Error())
+		}
 		require.NoError(h.t, err, "%s %s", method, path)
 	}
 	return code, raw
@@ -79,8 +89,14 @@ func (h hub) start(id project.ID, quota string) orchestrator.ProjectStatus {
 	if quota != "" {
 		body = `{"quota":` + quota + `}`
 	}
+	h.tolerateProxyTimeout = true
 	code, raw := h.do("POST", "/projects/"+string(id)+"/start", nil, body)
-	require.Equal(h.t, 200, code, "start %s: %s", id, raw)
+	h.tolerateProxyTimeout = false
+	if code != http.StatusGatewayTimeout {
+		require.Equal(h.t, 200, code, "start %s: %s", id, raw)
+	} else {
+		h.t.Logf("start %s: the API server's proxy timed out (%s); waiting for the project through status", id, raw)
+	}
 	var st orchestrator.ProjectStatus
 	require.Eventually(h.t, func() bool {
 		st = h.status(id)
@@ -180,7 +196,7 @@ func TestInClusterServerRunsProjects(t *testing.T) {
 
 	t.Run("network isolation by real connections", func(t *testing.T) {
 		h.t = t
-		isolationTable(t, c, h, a, b, stA)
+		isolationTable(t, c, h, a, b, stA, nil)
 	})
 
 	t.Run("idle projects stop", func(t *testing.T) {
@@ -206,7 +222,12 @@ func TestInClusterServerRunsProjects(t *testing.T) {
 // isolationTable checks the designed NetworkPolicy matrix (see
 // test/e2e/README.md) by connections from inside the pods. Project A has
 // no network quota; project B has network=outside.
-func isolationTable(t *testing.T, c *cluster.Cluster, h hub, a, b project.ID, stA orchestrator.ProjectStatus) {
+//
+// extra (may be nil) adds rows once B runs, e.g. the multi-node rows of
+// multinode_test.go; it returns B's status for the caller too. Rows whose
+// from is not a project and not "" dial from extraDialer.
+func isolationTable(t *testing.T, c *cluster.Cluster, h hub, a, b project.ID, stA orchestrator.ProjectStatus,
+	extra func(stB orchestrator.ProjectStatus) ([]isolationRow, func(addr string) standin.DialResult)) orchestrator.ProjectStatus {
 	stB := h.start(b, `{"network":true}`)
 	server, err := c.Client.CoreV1().Pods(h.ns).Get(t.Context(), h.pod, metav1.GetOptions{})
 	require.NoError(t, err)
@@ -223,12 +244,7 @@ func isolationTable(t *testing.T, c *cluster.Cluster, h hub, a, b project.ID, st
 	outside := startOutsideHost(t, c)
 
 	at := func(ip string, port int) string { return net.JoinHostPort(ip, fmt.Sprint(port)) }
-	rows := []struct {
-		from  project.ID // "" = the server pod
-		name  string
-		addr  string
-		allow bool
-	}{
+	rows := []isolationRow{
 		{"", "server → project A hub port", at(stA.IP, stA.HubPort), true},
 		{"", "server → project A raw port", at(stA.IP, stA.RawPort), true},
 		{"", "server → project B raw port", at(stB.IP, stB.RawPort), true},
@@ -252,10 +268,20 @@ func isolationTable(t *testing.T, c *cluster.Cluster, h hub, a, b project.ID, st
 		{a, "project A → metadata", at(metadataAddr.String(), 80), false},
 		{b, "project B (network=outside) → metadata", at(metadataAddr.String(), 80), false},
 	}
+	var extraDial func(addr string) standin.DialResult
+	if extra != nil {
+		more, dial := extra(stB)
+		rows, extraDial = append(rows, more...), dial
+	}
 	var table strings.Builder
 	table.WriteString("| from → to | want | got |\n|---|---|---|\n")
 	for _, r := range rows {
-		res := h.dial(r.from, r.addr)
+		var res standin.DialResult
+		if r.from == otherPod {
+			res = extraDial(r.addr)
+		} else {
+			res = h.dial(r.from, r.addr)
+		}
 		fmt.Fprintf(&table, "| %s (%s) | %s | %s |\n", r.name, r.addr, verdict(r.allow), verdict(res.Connected))
 		assert.Equal(t, r.allow, res.Connected, "%s (%s): %s", r.name, r.addr, res.Error)
 	}
@@ -263,7 +289,19 @@ func isolationTable(t *testing.T, c *cluster.Cluster, h hub, a, b project.ID, st
 	if t.Failed() {
 		t.Logf("outside host log:\n%s", outside.Log(t.Context()))
 	}
+	return stB
 }
+
+// isolationRow is one connection of the truth table.
+type isolationRow struct {
+	from  project.ID // "" = the server pod; otherPod = extra's dialer
+	name  string
+	addr  string
+	allow bool
+}
+
+// otherPod marks rows dialled by a pod outside the release (extra's dialer).
+const otherPod project.ID = "other-pod"
 
 func verdict(ok bool) string {
 	if ok {
