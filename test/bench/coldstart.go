@@ -92,8 +92,9 @@ func FillPods(ctx context.Context, cs kubernetes.Interface, clock *PodClock, tpl
 		return firstErr
 	}
 	// kwok makes a few tens of pods Ready per second on a loaded 2-core
-	// machine: allow about 60 ms a pod, at least 5 minutes.
-	limit := max(5*time.Minute, time.Duration(n)*60*time.Millisecond)
+	// machine (about 16 a second at load 50): allow 100 ms a pod, at least
+	// 5 minutes.
+	limit := max(5*time.Minute, time.Duration(n)*100*time.Millisecond)
 	deadline := time.Now().Add(limit)
 	ready := 0
 	for _, name := range names {
