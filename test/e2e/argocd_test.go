@@ -301,9 +301,10 @@ type argoApplication struct {
 	APIVersion string `json:"apiVersion"`
 	Kind       string `json:"kind"`
 	Metadata   struct {
-		Name       string   `json:"name"`
-		Namespace  string   `json:"namespace"`
-		Finalizers []string `json:"finalizers"`
+		Name        string            `json:"name"`
+		Namespace   string            `json:"namespace"`
+		Annotations map[string]string `json:"annotations"`
+		Finalizers  []string          `json:"finalizers"`
 	} `json:"metadata"`
 	Spec struct {
 		Project string `json:"project"`
