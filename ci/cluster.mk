@@ -59,7 +59,7 @@ down: test-cluster ## stop the clusters `make cluster-*` started
 .PHONY: test-kind
 test-kind: tools test-cluster $(BENCH_KUBECTL) ## the test suites against the kind cluster (make cluster-kind first)
 	$(TEST_CLUSTER) load-images
-	COCALC_TEST_TIER=kind $(GO) test -count=1 -timeout 30m ./test/cluster/... ./test/e2e/...
+	COCALC_TEST_TIER=kind $(GO) test -count=1 -timeout 45m ./test/cluster/... ./test/e2e/...
 
 # make test runs the kind suites too when a kind cluster is up (make
 # cluster-kind or make up TIER=kind); on a machine without one (CI's clean

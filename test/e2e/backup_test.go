@@ -19,7 +19,6 @@ import (
 	"github.com/stretchr/testify/require"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	sigsyaml "sigs.k8s.io/yaml"
@@ -57,14 +56,7 @@ func TestBackupRestoresHomes(t *testing.T) {
 	// release's claims to bind, and a WaitForFirstConsumer class binds the
 	// chart's own claim only when the first backup runs.
 	repoClaim := releaseName + "-backup"
-	_, err := c.Client.CoreV1().PersistentVolumeClaims(ns).Create(t.Context(), &corev1.PersistentVolumeClaim{
-		ObjectMeta: metav1.ObjectMeta{Name: repoClaim},
-		Spec: corev1.PersistentVolumeClaimSpec{
-			AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteOnce},
-			Resources:   corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}},
-		},
-	}, metav1.CreateOptions{})
-	require.NoError(t, err)
+	createClaim(t, c, ns, repoClaim)
 
 	// The kind tier's volumes are hostPath, which ignore fsGroup: the admin
 	// step of docs/backup.md "Repository ownership" (the render-time
