@@ -4,7 +4,9 @@
 // becomes Synced and Healthy and stays so, self-heal, a values change rolls
 // the server, runtime project pods are never pruned or reported, and no
 // values change synced with prune: true, nor deleting the Application,
-// deletes a data object. Without bin/argocd the tests skip, saying so.
+// deletes a data object; and the chart as published (bin/imagebuild publish)
+// synced from a plain-HTTP OCI registry on loopback. Without bin/argocd the
+// tests skip, saying so.
 package argocd
 
 import (
@@ -62,6 +64,7 @@ func TestArgoCD(t *testing.T) {
 	a := startArgo(t)
 	t.Run("ExampleApplication", func(t *testing.T) { testExampleApplication(t, a) })
 	t.Run("DataSafety", func(t *testing.T) { testDataSafety(t, a) })
+	t.Run("OCIChart", func(t *testing.T) { testOCIChart(t, a) })
 }
 
 // testExampleApplication applies ci/argocd/application.yaml as shipped

@@ -9,8 +9,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"fmt"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -18,11 +16,12 @@ import (
 	"regexp"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"sigs.k8s.io/yaml"
+
+	"gitlab.com/resurgo/cocalc-kubernetes/test/ocireg"
 )
 
 var repoRoot, _ = filepath.Abs("../..")
@@ -40,55 +39,7 @@ func bin(t *testing.T, name, hint string) string {
 // a temporary directory and returns host:port once /v2/ answers.
 func startRegistry(t *testing.T) string {
 	t.Helper()
-	exe := bin(t, "registry", "make bin/registry")
-	dir := t.TempDir()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	config := fmt.Sprintf(`version: 0.1
-log:
-  level: warn
-  accesslog:
-    disabled: true
-storage:
-  filesystem:
-    rootdirectory: %s
-  delete:
-    enabled: false
-http:
-  addr: %s
-`, filepath.Join(dir, "data"), addr)
-	cfgPath := filepath.Join(dir, "config.yml")
-	require.NoError(t, os.WriteFile(cfgPath, []byte(config), 0o600))
-	logf, err := os.Create(filepath.Join(dir, "registry.log"))
-	require.NoError(t, err)
-	cmd := exec.Command(exe, "serve", cfgPath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	// No OpenTelemetry exporter: nothing leaves loopback.
-	cmd.Env = append(os.Environ(), "OTEL_TRACES_EXPORTER=none", "OTEL_SDK_DISABLED=true")
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() {
-		_ = cmd.Process.Kill()
-		_ = cmd.Wait()
-		logf.Close()
-		if t.Failed() {
-			b, _ := os.ReadFile(logf.Name())
-			t.Logf("registry log:\n%s", b)
-		}
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		resp, err := http.Get("http://" + addr + "/v2/")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return addr
-			}
-		}
-		require.True(t, time.Now().Before(deadline), "registry not answering on %s after 30 s: %v", addr, err)
-		time.Sleep(200 * time.Millisecond)
-	}
+	return ocireg.Start(t, bin(t, "registry", "make bin/registry"))
 }
 
 // layoutIndex returns the digest and media type of the single entry of an
