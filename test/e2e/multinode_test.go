@@ -419,6 +419,40 @@ func TestMultiNodeScheduling(t *testing.T) {
 	})
 }
 
+// TestMultiNodePrePuller: the chart's image pre-puller DaemonSet runs on
+// every node projects may use (the workers: the control plane is tainted
+// and the projects' tolerations do not cover it).
+func TestMultiNodePrePuller(t *testing.T) {
+	timed(t)
+	c := cluster.Get(t)
+	s := multiNode(t, c)
+	ns := newNamespace(t, c, "prepull", nil)
+	installMulti(t, c, ns, s.controlPlane, map[string]string{
+		"projects.prePull.enabled":               "true",
+		"projects.prePull.pauseImage.repository": "registry.k8s.io/pause", // in every node (kind's sandbox image)
+		"projects.prePull.pauseImage.tag":        "3.10.2",
+		"projects.prePull.pauseImage.pullPolicy": "Never",
+	})
+	var nodes []string
+	require.Eventually(t, func() bool {
+		ds, err := c.Client.AppsV1().DaemonSets(ns).Get(t.Context(), releaseName+"-prepull", metav1.GetOptions{})
+		if err != nil || ds.Status.NumberReady != int32(len(s.workers)) || ds.Status.DesiredNumberScheduled != int32(len(s.workers)) {
+			return false
+		}
+		pods, err := c.Client.CoreV1().Pods(ns).List(t.Context(), metav1.ListOptions{LabelSelector: "app.kubernetes.io/component=prepull"})
+		if err != nil {
+			return false
+		}
+		nodes = nodes[:0]
+		for _, p := range pods.Items {
+			nodes = append(nodes, p.Spec.NodeName)
+		}
+		sort.Strings(nodes)
+		return len(nodes) == len(s.workers)
+	}, 3*time.Minute, time.Second, "the pre-puller is not Ready on every worker")
+	require.Equal(t, s.workers, nodes, "pre-puller pods' nodes")
+}
+
 // evict asks the eviction API to evict a pod, as kubectl drain does.
 func evict(t *testing.T, c *cluster.Cluster, ns, pod string) error {
 	t.Helper()

@@ -39,7 +39,7 @@ func selectKind(name string) error {
 // is the same static binary tools/images/orchestrator/Dockerfile builds.
 var kindImages = []cluster.GoImage{
 	{Ref: "cocalc-kubernetes/hub-standin:dev", Package: "./test/standins/hub", Binary: "/hub", Aliases: []string{"/bin/chown"}, User: "2001:2001"},
-	{Ref: "cocalc-kubernetes/project-standin:dev", Package: "./test/standins/project", Binary: "/project", User: "2001:2001"},
+	{Ref: "cocalc-kubernetes/project-standin:dev", Package: "./test/standins/project", Binary: "/project", Aliases: []string{"/bin/true"}, User: "2001:2001"},
 	{Ref: "cocalc-kubernetes/orchestrator:dev", Package: "./tools/cmd/cocalc-k8s", Binary: "/cocalc-k8s", User: "2001:2001"},
 }
 
