@@ -236,18 +236,12 @@ func runShell(t *testing.T, c *cluster.Cluster, ns, name, script string) string 
 		Spec: corev1.PodSpec{
 			RestartPolicy:                corev1.RestartPolicyNever,
 			AutomountServiceAccountToken: ptr.To(false),
-			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](2001), RunAsGroup: ptr.To[int64](2001),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			},
+			SecurityContext:              restrictedPodSecurity(),
 			Containers: []corev1.Container{{
 				Name: "shell", Image: backupImageRef, ImagePullPolicy: corev1.PullNever,
-				Command: []string{"bash", "-c", script},
-				SecurityContext: &corev1.SecurityContext{
-					AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
-					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-				},
-				VolumeMounts: []corev1.VolumeMount{{Name: "homes", MountPath: "/projects/home"}},
+				Command:         []string{"bash", "-c", script},
+				SecurityContext: restrictedContainerSecurity(),
+				VolumeMounts:    []corev1.VolumeMount{{Name: "homes", MountPath: "/projects/home"}},
 			}},
 			Volumes: []corev1.Volume{{Name: "homes", VolumeSource: corev1.VolumeSource{
 				PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: projectsClaimName},
@@ -277,6 +271,23 @@ func chownRepository(t *testing.T, c *cluster.Cluster, ns, claim string) {
 			}}},
 		},
 	})
+}
+
+// restrictedPodSecurity and restrictedContainerSecurity are Pod Security
+// "restricted" as the project user (uid and gid 2001), for the test's own
+// pods.
+func restrictedPodSecurity() *corev1.PodSecurityContext {
+	return &corev1.PodSecurityContext{
+		RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](2001), RunAsGroup: ptr.To[int64](2001),
+		SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
+	}
+}
+
+func restrictedContainerSecurity() *corev1.SecurityContext {
+	return &corev1.SecurityContext{
+		AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
+		Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
+	}
 }
 
 // runPodToEnd creates pod, waits until it ends, requires it to succeed,

@@ -149,10 +149,7 @@ wait`
 		ObjectMeta: metav1.ObjectMeta{Name: "postgres", Labels: labels},
 		Spec: corev1.PodSpec{
 			AutomountServiceAccountToken: ptr.To(false),
-			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](2001), RunAsGroup: ptr.To[int64](2001),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			},
+			SecurityContext:              restrictedPodSecurity(),
 			Containers: []corev1.Container{{
 				Name: "postgres", Image: postgresImageRef, ImagePullPolicy: corev1.PullNever,
 				Command: []string{"bash", "-c", script},
@@ -164,11 +161,8 @@ wait`
 					ProbeHandler:  corev1.ProbeHandler{Exec: &corev1.ExecAction{Command: []string{"psql", "-h", "/tmp", "-U", "smc", "-d", "smc", "-c", "select 1"}}},
 					PeriodSeconds: 2, TimeoutSeconds: 15, FailureThreshold: 10,
 				},
-				SecurityContext: &corev1.SecurityContext{
-					AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
-					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-				},
-				VolumeMounts: []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
+				SecurityContext: restrictedContainerSecurity(),
+				VolumeMounts:    []corev1.VolumeMount{{Name: "tmp", MountPath: "/tmp"}},
 			}},
 			Volumes: []corev1.Volume{{Name: "tmp", VolumeSource: corev1.VolumeSource{EmptyDir: &corev1.EmptyDirVolumeSource{}}}},
 		},
@@ -191,10 +185,7 @@ func psql(t *testing.T, c *cluster.Cluster, ns, host, name, sql string) string {
 		Spec: corev1.PodSpec{
 			RestartPolicy:                corev1.RestartPolicyNever,
 			AutomountServiceAccountToken: ptr.To(false),
-			SecurityContext: &corev1.PodSecurityContext{
-				RunAsNonRoot: ptr.To(true), RunAsUser: ptr.To[int64](2001), RunAsGroup: ptr.To[int64](2001),
-				SeccompProfile: &corev1.SeccompProfile{Type: corev1.SeccompProfileTypeRuntimeDefault},
-			},
+			SecurityContext:              restrictedPodSecurity(),
 			Containers: []corev1.Container{{
 				Name: "psql", Image: backupImageRef, ImagePullPolicy: corev1.PullNever,
 				Command: []string{"psql", "-v", "ON_ERROR_STOP=1", "-qAt", "-c", sql},
@@ -203,10 +194,7 @@ func psql(t *testing.T, c *cluster.Cluster, ns, host, name, sql string) string {
 					{Name: "PGPASSWORD", ValueFrom: &corev1.EnvVarSource{SecretKeyRef: &corev1.SecretKeySelector{
 						LocalObjectReference: corev1.LocalObjectReference{Name: releaseName + "-postgresql"}, Key: "password"}}},
 				},
-				SecurityContext: &corev1.SecurityContext{
-					AllowPrivilegeEscalation: ptr.To(false), ReadOnlyRootFilesystem: ptr.To(true),
-					Capabilities: &corev1.Capabilities{Drop: []corev1.Capability{"ALL"}},
-				},
+				SecurityContext: restrictedContainerSecurity(),
 			}},
 		},
 	})
