@@ -12,7 +12,10 @@
 #   BACKUP_HOST                          the host name recorded in snapshots (the release): retention groups by it,
 #                                        and a Job's pod name changes every run
 #   KEEP_LAST KEEP_DAILY KEEP_WEEKLY KEEP_MONTHLY   retention (0 = that rule is off; all 0 keeps everything)
-#   database: PGHOST PGPORT PGDATABASE PGUSER PGPASSWORD (libpq)
+#   database: PGHOST PGPORT PGDATABASE PGUSER PGPASSWORD (libpq) for an external
+#             PostgreSQL; for the embedded one DUMP_URL and COCALC_DUMP_TOKEN
+#             instead (cocalc-dbdump serve in the server pod runs pg_dump
+#             there), and PGDATABASE names the snapshot's file
 #   homes:    HOMES_PATH
 set -euo pipefail
 
@@ -56,8 +59,18 @@ case "$what" in
     # Streamed: no scratch space. A pg_dump that fails still hands restic an
     # ended (truncated or empty) stream, which restic stores as a snapshot, so
     # such a snapshot is forgotten again before retention could count it.
+    # The embedded database is reached only through the server pod's dump
+    # server, which runs the same pg_dump there; fetch exits non-zero unless
+    # the server reports the dump complete.
+    dump() {
+      if [ -n "${DUMP_URL:-}" ]; then
+        cocalc-dbdump fetch -url "$DUMP_URL"
+      else
+        pg_dump --format=custom --no-password
+      fi
+    }
     set +e
-    out=$(pg_dump --format=custom --no-password |
+    out=$(dump |
       restic backup --json --host "$BACKUP_HOST" --tag database \
         --stdin --stdin-filename "$PGDATABASE.dump"
       echo "status ${PIPESTATUS[*]}")
