@@ -222,6 +222,7 @@ func TestBackupNetworkPolicy(t *testing.T) {
 // key and saying why (never a CronJob that silently backs up nothing).
 func TestBackupRefusals(t *testing.T) {
 	ci := filepath.Join(chartDir, "ci", "backup-values.yaml")
+	embedded := filepath.Join(chartDir, "ci", "backup-embedded-values.yaml")
 	noDatabasePeers := filepath.Join(t.TempDir(), "no-peers.yaml")
 	require.NoError(t, os.WriteFile(noDatabasePeers, []byte("backup:\n  networkPolicy:\n    database: []\n"), 0o644))
 	for _, tc := range []struct {
@@ -230,8 +231,16 @@ func TestBackupRefusals(t *testing.T) {
 		set   map[string]string
 		want  *regexp.Regexp
 	}{
-		{"embedded database", []string{defaultValuesFile()}, map[string]string{"backup.enabled": "true", "backup.password": "x"},
-			regexp.MustCompile(`backup\.database\.enabled: postgresql\.mode embedded cannot be backed up by a separate pod: .*unix socket only.*Set backup\.database\.enabled: false`)},
+		{"embedded database without a dump token", []string{defaultValuesFile()}, map[string]string{"backup.enabled": "true", "backup.password": "x"},
+			regexp.MustCompile(`backup\.database\.dumpToken: set it \(at least 32 characters.*COCALC_DUMP_TOKEN into backup\.existingSecret.*never generates secrets`)},
+		{"embedded database, image without a loopback listener", []string{embedded}, map[string]string{"hub.embeddedDatabase.activityInSmcCompute": "false"},
+			regexp.MustCompile(`backup\.database\.enabled: postgresql\.mode embedded is dumped over the server pod's loopback.*activityInSmcCompute is true.*unix socket only`)},
+		{"dump token too short", []string{embedded}, map[string]string{"backup.database.dumpToken": "short-token"},
+			regexp.MustCompile(`backup/database/dumpToken`)},
+		{"dump port out of range", []string{embedded}, map[string]string{"backup.database.dumpServer.port": "70000"},
+			regexp.MustCompile(`backup/database/dumpServer/port`)},
+		{"dump duration", []string{embedded}, map[string]string{"backup.database.dumpServer.maxDuration": "6 hours"},
+			regexp.MustCompile(`backup/database/dumpServer/maxDuration`)},
 		{"no password", []string{ci}, map[string]string{"backup.password": ""},
 			regexp.MustCompile(`backup\.existingSecret: .*RESTIC_PASSWORD.*never generates passwords`)},
 		{"nothing to back up", []string{ci}, map[string]string{"backup.database.enabled": "false", "backup.homes.enabled": "false"},
@@ -254,6 +263,13 @@ func TestBackupRefusals(t *testing.T) {
 			assert.Regexp(t, tc.want, err.Error())
 		})
 	}
+	// Embedded with an existing Secret: the token is its key COCALC_DUMP_TOKEN, which the render cannot see, so
+	// nothing is refused and the dump server reads that Secret.
+	withSecret := mustDecode(t, render(t, []string{embedded}, map[string]string{
+		"backup.database.dumpToken": "", "backup.password": "", "backup.existingSecret": "my-backup-secret",
+	}))
+	ref := envOf(container(t, serverDeployment(t, withSecret).Spec.Template.Spec, "db-dump"))["COCALC_DUMP_TOKEN"].ValueFrom.SecretKeyRef
+	assert.Equal(t, "my-backup-secret", ref.Name)
 	// Without NetworkPolicies the peers are not needed; an existing claim replaces the chart's.
 	m := mustDecode(t, render(t, []string{ci, noDatabasePeers}, map[string]string{
 		"networkPolicy.enabled":  "false",

@@ -65,7 +65,16 @@ func TestServerDeployment(t *testing.T) {
 			require.NotNil(t, spec.TerminationGracePeriodSeconds)
 			assert.Positive(t, *spec.TerminationGracePeriodSeconds)
 			assert.NotEmpty(t, d.Spec.Template.Annotations["checksum/project-template"])
-			assert.Len(t, spec.Containers, 2)
+			// The hub and the orchestrator; the embedded database's dump server only where its backup is on.
+			want := []string{"hub", "orchestrator"}
+			if _, ok := maybe[*corev1.Service](m, releaseName+"-db-dump"); ok {
+				want = append(want, "db-dump")
+			}
+			var names []string
+			for _, c := range spec.Containers {
+				names = append(names, c.Name)
+			}
+			assert.Equal(t, want, names)
 
 			// The pod never mounts API credentials by default; only the orchestrator gets a projected token.
 			require.NotNil(t, spec.AutomountServiceAccountToken)

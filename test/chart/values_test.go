@@ -87,8 +87,9 @@ var nativeObjects = map[string]bool{
 	"server.resources": true, "server.podSecurityContext": true, "server.securityContext": true,
 	"server.startupProbe": true, "server.livenessProbe": true, "server.readinessProbe": true,
 	"orchestrator.resources": true, "orchestrator.securityContext": true,
-	"storage.nfsServer.resources": true,
-	"backup.resources":            true,
+	"storage.nfsServer.resources":          true,
+	"backup.resources":                     true,
+	"backup.database.dumpServer.resources": true,
 }
 
 // Every chart-defined key in values.yaml carries a comment (above it or at the end of its line).

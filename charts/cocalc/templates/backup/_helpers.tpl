@@ -1,7 +1,9 @@
 {{/*
 Named templates of the scheduled backups (backup.*, docs/backup.md): two CronJobs run files/backup.sh from
 the backup image (restic and postgresql-client): "database" (pg_dump streamed into restic) and "homes" (restic
-backup of the project homes claim, read-only), into one restic repository on a claim or at a restic URL.
+backup of the project homes claim, read-only), into one restic repository on a claim or at a restic URL. For
+postgresql.mode embedded the dump comes from the server pod's container db-dump (`cocalc-dbdump serve`, the same
+image), through the Service "<fullname>-db-dump".
 */}}
 
 {{/* "<fullname>-backup": the claim, Secret, ConfigMap and NetworkPolicy; the CronJobs add "-database"/"-homes". */}}
@@ -21,6 +23,34 @@ backup of the project homes claim, read-only), into one restic repository on a c
 {{- end -}}
 {{- end -}}
 
+{{/*
+"true" when the server pod runs the dump server (container db-dump, `cocalc-dbdump serve`): the database backup of
+postgresql.mode embedded, which listens on the server pod's loopback only.
+Usage: {{- if include "cocalc.backup.dumpServer" . }}...{{- end }}
+*/}}
+{{- define "cocalc.backup.dumpServer" -}}
+{{- if and .Values.backup.enabled .Values.backup.database.enabled (eq .Values.postgresql.mode "embedded") -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+Labels that select the database backup's pods (and no other pod): the backup component plus the CronJob's kind.
+Usage:
+  matchLabels:
+    {{- include "cocalc.backup.databasePodLabels" . | nindent 4 }}
+*/}}
+{{- define "cocalc.backup.databasePodLabels" -}}
+{{ include "cocalc.selectorLabels" (dict "root" . "component" "backup") }}
+cocalc-kubernetes/backup: database
+{{- end -}}
+
+{{/* The ClusterIP Service of the dump server: "<fullname>-db-dump". */}}
+{{- define "cocalc.backup.dumpServiceName" -}}{{ include "cocalc.componentName" (dict "root" . "suffix" "db-dump") }}{{- end -}}
+
+{{/* The dump server's URL as the database CronJob calls it. */}}
+{{- define "cocalc.backup.dumpURL" -}}
+{{- printf "http://%s.%s.svc:%d/dump" (include "cocalc.backup.dumpServiceName" .) .Release.Namespace (int .Values.backup.database.dumpServer.port) -}}
+{{- end -}}
+
 {{/* Where a repository claim is mounted in the backup container. */}}
 {{- define "cocalc.backup.claimPath" -}}/repository{{- end -}}
 
@@ -33,8 +63,13 @@ Usage: {{- include "cocalc.backup.validate" . }}
 {{- if and (not $b.database.enabled) (not $b.homes.enabled) -}}
 {{- fail "backup.database.enabled and backup.homes.enabled: both false, nothing to back up (set backup.enabled: false)" -}}
 {{- end -}}
-{{- if and $b.database.enabled (eq .Values.postgresql.mode "embedded") -}}
-{{- fail "backup.database.enabled: postgresql.mode embedded cannot be backed up by a separate pod: the database inside the server image accepts no connection from outside its own pod (the server images' start scripts set listen_addresses '': a unix socket only, in a 0700 directory on the server's ReadWriteOnce data claim; an image that listens at all listens on loopback). Set backup.database.enabled: false and back up the server's data claim (volume snapshots, or a copy while the server is scaled to 0: docs/backup.md), or move to postgresql.mode external" -}}
+{{- if include "cocalc.backup.dumpServer" . -}}
+{{- if and (eq .Values.hub.protocol "smc-compute") (not .Values.hub.embeddedDatabase.activityInSmcCompute) -}}
+{{- fail "backup.database.enabled: postgresql.mode embedded is dumped over the server pod's loopback (hub.embeddedDatabase), which a server image listens on only when hub.embeddedDatabase.activityInSmcCompute is true (the chart's server image: tools/images/server); with it false (a plain 2020 image: unix socket only) no dump can connect. Set hub.embeddedDatabase.activityInSmcCompute: true with the chart's server image, or back up the server's data claim instead (docs/backup.md)" -}}
+{{- end -}}
+{{- if and (not $b.existingSecret) (not $b.database.dumpToken) -}}
+{{- fail "backup.database.dumpToken: set it (at least 32 characters, e.g. openssl rand -base64 30), or put the key COCALC_DUMP_TOKEN into backup.existingSecret: postgresql.mode embedded is dumped by the server pod's dump server, which dumps only for the holder of that token; the chart never generates secrets" -}}
+{{- end -}}
 {{- end -}}
 {{- if and (not $b.existingSecret) (not $b.password) -}}
 {{- fail "backup.existingSecret: set it (a Secret with the key RESTIC_PASSWORD, plus the object store's credentials) or backup.password; the chart never generates passwords" -}}
@@ -50,7 +85,7 @@ Usage: {{- include "cocalc.backup.validate" . }}
 {{- fail "backup.networkPolicy.repository.peers: required when backup.repository.type is url and networkPolicy.enabled is true: list the object store's addresses (ipBlock CIDRs or in-cluster pods); the backup pods reach nothing else" -}}
 {{- end -}}
 {{- end -}}
-{{- if and $b.database.enabled .Values.networkPolicy.enabled (not $b.networkPolicy.database) -}}
+{{- if and $b.database.enabled (eq .Values.postgresql.mode "external") .Values.networkPolicy.enabled (not $b.networkPolicy.database) -}}
 {{- fail "backup.networkPolicy.database: required when backup.database.enabled and networkPolicy.enabled are true: list the external PostgreSQL's addresses (ipBlock CIDRs, or a podSelector/namespaceSelector for an in-cluster database); the backup pods reach nothing else" -}}
 {{- end -}}
 {{- end -}}
@@ -149,7 +184,15 @@ spec:
                   value: {{ int64 $b.retention.keepWeekly | quote }}
                 - name: KEEP_MONTHLY
                   value: {{ int64 $b.retention.keepMonthly | quote }}
-                {{- if eq .what "database" }}
+                {{- if and (eq .what "database") (eq $root.Values.postgresql.mode "embedded") }}
+                # The embedded database: the dump server in the server pod runs pg_dump there. COCALC_DUMP_TOKEN
+                # comes from the Secret below.
+                - name: DUMP_URL
+                  value: {{ include "cocalc.backup.dumpURL" $root | quote }}
+                # Names the dump in the snapshot (/<database>.dump).
+                - name: PGDATABASE
+                  value: {{ $root.Values.hub.embeddedDatabase.database | quote }}
+                {{- else if eq .what "database" }}
                 {{- $pg := $root.Values.postgresql.external }}
                 - name: PGHOST
                   value: {{ $pg.host | quote }}
@@ -170,7 +213,8 @@ spec:
                 - name: HOMES_PATH
                   value: {{ include "cocalc.projectsServerPath" $root }}
                 {{- end }}
-              # RESTIC_PASSWORD and, for an object store, its credentials (AWS_ACCESS_KEY_ID, ...).
+              # RESTIC_PASSWORD, COCALC_DUMP_TOKEN (embedded database) and, for an object store, its credentials
+              # (AWS_ACCESS_KEY_ID, ...).
               envFrom:
                 - secretRef:
                     name: {{ include "cocalc.backup.secretName" $root }}
