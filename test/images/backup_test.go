@@ -7,12 +7,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	"sigs.k8s.io/yaml"
 )
@@ -87,7 +89,7 @@ func TestBackupImageConfig(t *testing.T) {
 	require.NoError(t, os.WriteFile(filepath.Join(root, "etc", "debian_version"), []byte("12\n"), 0o644))
 	out := filepath.Join(t.TempDir(), "backup")
 	build(t, orchEpoch, "rootfs", "-rootfs", root, "-config", "backup", "-out", out, "-version", testVersion)
-	_, _, cfg := readBackupConfig(t, out)
+	_, img, cfg := readBackupConfig(t, out)
 
 	users := d.instructions(final, "user")
 	require.Len(t, users, 1)
@@ -105,6 +107,56 @@ func TestBackupImageConfig(t *testing.T) {
 			assert.Contains(t, cfg.Config.Env, env[i]+"="+env[i+1], "imagebuild sets the Dockerfile's ENV")
 		}
 	}
+
+	// cocalc-dbdump: both recipes put the same program at the same place, on the image's PATH, where the chart's
+	// db-dump container and backup.sh call it by name.
+	const dbdumpPath = "/usr/local/bin/cocalc-dbdump"
+	hdr := img.files[dbdumpPath]
+	require.NotNil(t, hdr, "imagebuild adds %s", dbdumpPath)
+	assert.NotZero(t, hdr.Mode&0o111, "%s is executable", dbdumpPath)
+	assert.Greater(t, hdr.Size, int64(1<<20), "%s is a built program", dbdumpPath)
+	var builder int = -1
+	for i, st := range d.Stages {
+		if st.Name == "dbdump" {
+			builder = i
+		}
+	}
+	require.NotEqual(t, -1, builder, "the Dockerfile has a stage dbdump")
+	runs := d.instructions(builder, "run")
+	require.Len(t, runs, 1)
+	assert.Contains(t, strings.Join(runs[0], " "), "CGO_ENABLED=0 go build")
+	assert.Contains(t, strings.Join(runs[0], " "), "./tools/cmd/cocalc-dbdump", "the Dockerfile builds the package imagebuild builds")
+	var copied bool
+	for _, in := range d.Stages[final].Instructions {
+		if in.Cmd == "copy" && slices.Contains(in.Flags, "--from=dbdump") {
+			require.Len(t, in.Args, 2)
+			assert.Equal(t, dbdumpPath, in.Args[1], "the Dockerfile installs it where imagebuild does")
+			copied = true
+		}
+	}
+	assert.True(t, copied, "the final stage copies cocalc-dbdump from the dbdump stage")
+	var path string
+	for _, e := range cfg.Config.Env {
+		if v, ok := strings.CutPrefix(e, "PATH="); ok {
+			path = v
+		}
+	}
+	assert.Contains(t, filepath.SplitList(path), filepath.Dir(dbdumpPath), "on the image's PATH")
+	server, err := exec.Command(filepath.Join(repoRoot, "bin", "helm"), "template", "cocalc", filepath.Join(repoRoot, "charts", "cocalc"),
+		"-f", filepath.Join(repoRoot, "charts", "cocalc", "ci", "backup-embedded-values.yaml"),
+		"--show-only", "templates/server/deployment.yaml").CombinedOutput()
+	require.NoError(t, err, "%s", server)
+	var dep appsv1.Deployment
+	require.NoError(t, yaml.Unmarshal(server, &dep))
+	var dumpContainer bool
+	for _, c := range dep.Spec.Template.Spec.Containers {
+		if c.Name == "db-dump" {
+			require.NotEmpty(t, c.Command)
+			assert.Equal(t, filepath.Base(dbdumpPath), c.Command[0], "the db-dump container runs it by name")
+			dumpContainer = true
+		}
+	}
+	assert.True(t, dumpContainer, "the server pod has the db-dump container")
 
 	cj := backupCronJob(t)
 	pod := cj.Spec.JobTemplate.Spec.Template.Spec
@@ -168,7 +220,7 @@ func TestBackupImage(t *testing.T) {
 	l, img, cfg := readBackupConfig(t, dir)
 	assert.Equal(t, "linux/amd64", img.platform)
 	t.Logf("image %s: %d files", digest, len(img.files))
-	for _, f := range []string{"/usr/bin/restic", "/usr/bin/pg_dump", "/usr/bin/pg_restore", "/usr/bin/bash", "/usr/bin/ssh", "/etc/ssl/certs/ca-certificates.crt"} {
+	for _, f := range []string{"/usr/bin/restic", "/usr/bin/pg_dump", "/usr/local/bin/cocalc-dbdump", "/usr/bin/pg_restore", "/usr/bin/bash", "/usr/bin/ssh", "/etc/ssl/certs/ca-certificates.crt"} {
 		assert.NotNil(t, img.files[f], "%s in the image", f)
 	}
 	for name := range img.files {

@@ -213,14 +213,35 @@ func backupConfig() v1.Config {
 	}
 }
 
-// rootfsConfigs are the runtime configurations of `imagebuild rootfs -config`.
-var rootfsConfigs = map[string]func() v1.Config{
-	"nfs-server": nfsServerConfig,
-	"backup":     backupConfig,
+// goBinary is a program of this repository's module that an image built
+// from a root filesystem carries on top of it.
+type goBinary struct {
+	pkg  string // package path relative to the module root, e.g. ./tools/cmd/cocalc-dbdump
+	path string // where the image holds it, without a leading slash
 }
 
-// buildRootfs turns a root filesystem directory into a one-layer image.
-func buildRootfs(rootfs, outDir string, p v1.Platform, cfg v1.Config, m meta) (v1.Hash, error) {
+// rootfsImage is one `imagebuild rootfs -config` choice: the runtime
+// configuration and the Go programs added as a second layer.
+type rootfsImage struct {
+	config   func() v1.Config
+	binaries []goBinary
+}
+
+// rootfsConfigs are the choices of `imagebuild rootfs -config`. The backup
+// image carries cocalc-dbdump: the embedded database's dump server in the
+// server pod and its client in the database backup Job (the same static
+// build tools/images/backup/Dockerfile makes in its first stage).
+var rootfsConfigs = map[string]rootfsImage{
+	"nfs-server": {config: nfsServerConfig},
+	"backup": {config: backupConfig, binaries: []goBinary{
+		{pkg: "./tools/cmd/cocalc-dbdump", path: "usr/local/bin/cocalc-dbdump"},
+	}},
+}
+
+// buildRootfs turns a root filesystem directory into an image: one layer of
+// the directory, plus one of the configuration's Go programs (built from the
+// module at moduleDir for the platform) when it has any.
+func buildRootfs(ctx context.Context, rootfs, moduleDir, outDir string, p v1.Platform, ri rootfsImage, m meta) (v1.Hash, error) {
 	layer, err := layerFromDir(rootfs, tarOptions{
 		mtime:        m.created,
 		skipContents: map[string]bool{"proc": true, "sys": true, "dev": true, "run": true, "tmp": true},
@@ -228,7 +249,32 @@ func buildRootfs(rootfs, outDir string, p v1.Platform, cfg v1.Config, m meta) (v
 	if err != nil {
 		return v1.Hash{}, err
 	}
-	img, err := imageOnEmpty(p, cfg, m, "rootfs "+filepath.Base(rootfs), layer)
+	layers := []v1.Layer{layer}
+	if len(ri.binaries) > 0 {
+		tmp, err := os.MkdirTemp("", "imagebuild-")
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		defer os.RemoveAll(tmp)
+		var files []fileEntry
+		for i, b := range ri.binaries {
+			out := filepath.Join(tmp, fmt.Sprint(i))
+			if err := goBuild(ctx, moduleDir, b.pkg, out, p, m.version); err != nil {
+				return v1.Hash{}, err
+			}
+			data, err := os.ReadFile(out)
+			if err != nil {
+				return v1.Hash{}, err
+			}
+			files = append(files, fileEntry{path: b.path, mode: 0o755, data: data})
+		}
+		bins, err := layerFromFiles(files, m.created)
+		if err != nil {
+			return v1.Hash{}, err
+		}
+		layers = append(layers, bins)
+	}
+	img, err := imageOnEmpty(p, ri.config(), m, "rootfs "+filepath.Base(rootfs), layers...)
 	if err != nil {
 		return v1.Hash{}, err
 	}

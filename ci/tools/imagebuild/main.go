@@ -94,13 +94,14 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		rootfs := fs.String("rootfs", "", "root filesystem directory")
 		platform := fs.String("platform", "linux/amd64", "the root filesystem's os/arch")
 		config := fs.String("config", "nfs-server", "runtime configuration: nfs-server or backup")
+		module := fs.String("module", ".", "Go module root (the programs the configuration adds, e.g. backup's cocalc-dbdump)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if err := created(); err != nil {
 			return err
 		}
-		cfg, ok := rootfsConfigs[*config]
+		ri, ok := rootfsConfigs[*config]
 		if !ok {
 			return fmt.Errorf("-config %q: nfs-server or backup", *config)
 		}
@@ -108,7 +109,7 @@ func run(ctx context.Context, args []string, stdout io.Writer) error {
 		if err != nil {
 			return err
 		}
-		d, err := buildRootfs(*rootfs, *out, p, cfg(), m)
+		d, err := buildRootfs(ctx, *rootfs, *module, *out, p, ri, m)
 		if err != nil {
 			return err
 		}
