@@ -67,19 +67,7 @@ func TestBackupRestoresDatabase(t *testing.T) {
 	})
 	startPostgres(t, c, ns, pgPassword)
 
-	// The hub's data: several types, NULLs, a large value, a sequence, an
-	// index and a view, so a restore that drops any of them shows.
-	psql(t, c, ns, pgHost, "seed", `
-CREATE TABLE accounts (account_id uuid PRIMARY KEY, email text UNIQUE, created timestamptz, settings jsonb, avatar bytea, balance numeric(12,2));
-CREATE TABLE projects (id serial PRIMARY KEY, owner uuid REFERENCES accounts, title text, last_edited timestamptz);
-CREATE INDEX projects_last_edited ON projects (last_edited);
-CREATE VIEW active AS SELECT title FROM projects WHERE last_edited > '2026-01-01';
-INSERT INTO accounts SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'user' || i || '@example.org',
-  '2026-02-03 04:05:06+00'::timestamptz + i * interval '1 hour', jsonb_build_object('theme', 'dark', 'n', i),
-  decode(repeat(md5(i::text), 64), 'hex'), i * 1.25 FROM generate_series(1, 500) i;
-INSERT INTO accounts VALUES ('00000000-0000-4000-8000-999999999999', NULL, NULL, NULL, NULL, NULL);
-INSERT INTO projects (owner, title, last_edited) SELECT account_id, 'project ' || md5(email), created FROM accounts WHERE email IS NOT NULL;
-`)
+	psql(t, c, ns, pgHost, "seed", seedSQL)
 	before := databaseManifest(t, c, ns, pgHost)
 	require.Contains(t, before, "accounts 501", "the seed is in the database")
 
@@ -89,10 +77,8 @@ INSERT INTO projects (owner, title, last_edited) SELECT account_id, 'project ' |
 
 	// docs/backup.md "Restore": stop the writers, then lose the data.
 	scaleServerToZero(t, c, ns)
-	psql(t, c, ns, pgHost, "destroy", `DROP VIEW active; DROP TABLE projects; DROP TABLE accounts;`)
-	require.Equal(t, "0", strings.TrimSpace(psql(t, c, ns, pgHost, "gone",
-		`SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'`)),
-		"no table, view, index or sequence is left")
+	psql(t, c, ns, pgHost, "destroy", destroySQL)
+	require.Equal(t, "0", strings.TrimSpace(psql(t, c, ns, pgHost, "gone", countObjectsSQL)), "no table, view, index or sequence is left")
 
 	start = time.Now()
 	pod, _ := documentedRestore(t, ns, false)
@@ -105,6 +91,38 @@ INSERT INTO projects (owner, title, last_edited) SELECT account_id, 'project ' |
 	t.Logf("documented database restore: %s\n%s", time.Since(start).Round(time.Second), logs)
 	assert.Equal(t, before, databaseManifest(t, c, ns, pgHost), "the restored database is the database that was backed up")
 }
+
+// The hub's data of the database backup tests: several types, NULLs, a
+// large value, a sequence, an index and a view, so a restore that drops any
+// of them shows.
+const seedSQL = `
+CREATE TABLE accounts (account_id uuid PRIMARY KEY, email text UNIQUE, created timestamptz, settings jsonb, avatar bytea, balance numeric(12,2));
+CREATE TABLE projects (id serial PRIMARY KEY, owner uuid REFERENCES accounts, title text, last_edited timestamptz);
+CREATE INDEX projects_last_edited ON projects (last_edited);
+CREATE VIEW active AS SELECT title FROM projects WHERE last_edited > '2026-01-01';
+INSERT INTO accounts SELECT ('00000000-0000-4000-8000-' || lpad(i::text, 12, '0'))::uuid, 'user' || i || '@example.org',
+  '2026-02-03 04:05:06+00'::timestamptz + i * interval '1 hour', jsonb_build_object('theme', 'dark', 'n', i),
+  decode(repeat(md5(i::text), 64), 'hex'), i * 1.25 FROM generate_series(1, 500) i;
+INSERT INTO accounts VALUES ('00000000-0000-4000-8000-999999999999', NULL, NULL, NULL, NULL, NULL);
+INSERT INTO projects (owner, title, last_edited) SELECT account_id, 'project ' || md5(email), created FROM accounts WHERE email IS NOT NULL;
+`
+
+// destroySQL loses the data; countObjectsSQL then counts what is left of the schema.
+const (
+	destroySQL      = `DROP VIEW active; DROP TABLE projects; DROP TABLE accounts;`
+	countObjectsSQL = `SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'public'`
+)
+
+// manifestSQL is what a restore must bring back: each table's row count and
+// an md5 of its rows in key order, the schema's objects (tables, views,
+// indexes, sequences with their positions).
+const manifestSQL = `
+SELECT 'object ' || c.relkind::text || ' ' || c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+  WHERE n.nspname = 'public' ORDER BY c.relname;
+SELECT 'accounts ' || count(*) || ' ' || coalesce(md5(string_agg(a::text, '|' ORDER BY account_id)), '-') FROM accounts a;
+SELECT 'projects ' || count(*) || ' ' || coalesce(md5(string_agg(p::text, '|' ORDER BY id)), '-') FROM projects p;
+SELECT 'sequence ' || last_value FROM projects_id_seq;
+SELECT 'view ' || count(*) FROM active;`
 
 // loadPostgresImage builds the PostgreSQL stand-in (debootstrap, cached)
 // into an image and loads it into the kind nodes as postgresImageRef.
@@ -200,18 +218,10 @@ func psql(t *testing.T, c *cluster.Cluster, ns, host, name, sql string) string {
 	})
 }
 
-// databaseManifest is what a restore must bring back: each table's row
-// count and an md5 of its rows in key order, the schema's objects
-// (tables, views, indexes, sequences with their positions).
+// databaseManifest runs manifestSQL against the external database.
 func databaseManifest(t *testing.T, c *cluster.Cluster, ns, host string) string {
 	t.Helper()
-	return psql(t, c, ns, host, "manifest", `
-SELECT 'object ' || c.relkind::text || ' ' || c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
-  WHERE n.nspname = 'public' ORDER BY c.relname;
-SELECT 'accounts ' || count(*) || ' ' || coalesce(md5(string_agg(a::text, '|' ORDER BY account_id)), '-') FROM accounts a;
-SELECT 'projects ' || count(*) || ' ' || coalesce(md5(string_agg(p::text, '|' ORDER BY id)), '-') FROM projects p;
-SELECT 'sequence ' || last_value FROM projects_id_seq;
-SELECT 'view ' || count(*) FROM active;`)
+	return psql(t, c, ns, host, "manifest", manifestSQL)
 }
 
 // documentedDatabaseRestore is docs/backup.md's database restore command.
