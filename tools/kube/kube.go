@@ -30,6 +30,9 @@ import (
 	"k8s.io/utils/clock"
 )
 
+// DefaultWriteTimeout is Config.WriteTimeout's default.
+const DefaultWriteTimeout = 70 * time.Second
+
 // EventComponent is the source of Events the orchestrator records.
 const EventComponent = "cocalc-k8s"
 
@@ -45,8 +48,19 @@ type Config struct {
 	// Selector is the label set every project pod carries (the template's
 	// selectorLabels); the informer sees nothing else.
 	Selector map[string]string
-	// CallTimeout bounds each API request (default 10s).
+	// CallTimeout bounds each read request (default 10s).
 	CallTimeout time.Duration
+	// WriteTimeout bounds each attempt of a pod create or delete, including
+	// its wait for the client's own rate limiter (default 70s: the API
+	// server's default --request-timeout of 60s and a margin). The server
+	// answers by then, so the client only gives up on a lost connection.
+	// Giving up sooner does not make a saturated server faster: the write
+	// it is applying is sent again, adding load, and the repeated create
+	// is answered 409 AlreadyExists (1.39–3.11 create requests per start in
+	// the bench's bursts at load 55 with 10s, most of those 10s spent
+	// waiting for a rate-limiter token). The operation's own deadline
+	// bounds it too.
+	WriteTimeout time.Duration
 	// ThrottleRetryDelay is how long a request refused by the client's own
 	// rate limiter (QPS/Burst) waits before queueing again (default 1s).
 	ThrottleRetryDelay time.Duration
@@ -102,6 +116,9 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 	}
 	if cfg.CallTimeout <= 0 {
 		cfg.CallTimeout = 10 * time.Second
+	}
+	if cfg.WriteTimeout <= 0 {
+		cfg.WriteTimeout = DefaultWriteTimeout
 	}
 	if cfg.ThrottleRetryDelay <= 0 {
 		cfg.ThrottleRetryDelay = time.Second
@@ -297,7 +314,7 @@ func (c *Client) Subscribe(fn func(podName string)) (unsubscribe func()) {
 // returned unchanged (apierrors.IsAlreadyExists) for the caller to handle.
 func (c *Client) CreatePod(ctx context.Context, pod *corev1.Pod) (*corev1.Pod, error) {
 	var created *corev1.Pod
-	err := c.call(ctx, "create", func(ctx context.Context) error {
+	err := c.call(ctx, "create", c.cfg.WriteTimeout, func(ctx context.Context) error {
 		var err error
 		created, err = c.cs.CoreV1().Pods(c.cfg.Namespace).Create(ctx, pod, metav1.CreateOptions{FieldManager: EventComponent})
 		return err
@@ -316,7 +333,7 @@ func (c *Client) DeletePod(ctx context.Context, name string, uid types.UID, grac
 	if uid != "" {
 		opts.Preconditions = &metav1.Preconditions{UID: &uid}
 	}
-	err := c.call(ctx, "delete", func(ctx context.Context) error {
+	err := c.call(ctx, "delete", c.cfg.WriteTimeout, func(ctx context.Context) error {
 		return c.cs.CoreV1().Pods(c.cfg.Namespace).Delete(ctx, name, opts)
 	})
 	if apierrors.IsNotFound(err) {
@@ -341,7 +358,7 @@ func (c *Client) ServiceClusterIP(ctx context.Context, name string) (string, err
 	c.nfsMu.Unlock()
 
 	var svc *corev1.Service
-	err := c.call(ctx, "get", func(ctx context.Context) error {
+	err := c.call(ctx, "get", c.cfg.CallTimeout, func(ctx context.Context) error {
 		var err error
 		svc, err = c.cs.CoreV1().Services(c.cfg.Namespace).Get(ctx, name, metav1.GetOptions{})
 		return err
@@ -366,17 +383,17 @@ func (c *Client) Event(obj runtime.Object, eventType, reason, message string) {
 	c.recorder.Event(obj, eventType, reason, message)
 }
 
-// call runs one API request with its own timeout, retrying transient
-// failures with backoff until the parent context ends.
+// call runs one API request, each attempt bounded by timeout, retrying
+// transient failures with backoff until the parent context ends.
 //
 // A request the client's own rate limiter refuses (it would wait past the
-// call's timeout: a burst of starts deeper than QPS×CallTimeout) is not a
+// attempt's timeout: a burst of starts deeper than QPS×WriteTimeout) is not a
 // failure of the API: it queues again after ThrottleRetryDelay without
 // using up a retry, bounded only by the parent context (the operation's
 // own timeout).
-func (c *Client) call(ctx context.Context, verb string, fn func(context.Context) error) error {
+func (c *Client) call(ctx context.Context, verb string, timeout time.Duration, fn func(context.Context) error) error {
 	for {
-		err, throttled := c.callOnce(ctx, verb, fn)
+		err, throttled := c.callOnce(ctx, verb, timeout, fn)
 		if !throttled {
 			return err
 		}
@@ -388,11 +405,11 @@ func (c *Client) call(ctx context.Context, verb string, fn func(context.Context)
 	}
 }
 
-func (c *Client) callOnce(ctx context.Context, verb string, fn func(context.Context) error) (error, bool) {
+func (c *Client) callOnce(ctx context.Context, verb string, timeout time.Duration, fn func(context.Context) error) (error, bool) {
 	var last error
 	throttled := false
 	err := wait.ExponentialBackoffWithContext(ctx, c.cfg.Backoff, func(ctx context.Context) (bool, error) {
-		callCtx, cancel := context.WithTimeout(ctx, c.cfg.CallTimeout)
+		callCtx, cancel := context.WithTimeout(ctx, timeout)
 		defer cancel()
 		last = fn(callCtx)
 		if last == nil {

@@ -2,9 +2,12 @@ package kube
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,7 +19,9 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
+	"k8s.io/client-go/rest"
 	k8stesting "k8s.io/client-go/testing"
 	clocktesting "k8s.io/utils/clock/testing"
 )
@@ -379,5 +384,59 @@ func TestEventsUseTheirOwnClient(t *testing.T) {
 		if a.GetResource().Resource == "events" {
 			t.Errorf("the pod client wrote an Event: %v", a)
 		}
+	}
+}
+
+// A create the API server is slow to answer is waited for, not sent again:
+// a second create cannot succeed (the first is being applied) and only
+// loads a server already too slow to answer, which then answers 409
+// AlreadyExists (the bench's bursts at load 55: 1.39–3.11 create requests
+// per start with a 10 s timeout per attempt, the client's own rate-limit
+// wait included). CallTimeout is far shorter than the answer here; writes
+// are bounded by WriteTimeout (the API server's own request timeout and a
+// margin) and the operation's context.
+func TestSlowCreateIsWaitedForNotSentAgain(t *testing.T) {
+	var posts atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodPost || r.URL.Path != "/api/v1/namespaces/"+ns+"/pods" {
+			http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusNotFound)
+			return
+		}
+		var pod corev1.Pod
+		if err := json.NewDecoder(r.Body).Decode(&pod); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		if posts.Add(1) > 1 {
+			w.WriteHeader(http.StatusConflict)
+			st := apierrors.NewAlreadyExists(podsGR, pod.Name).Status()
+			st.Kind, st.APIVersion = "Status", "v1"
+			_ = json.NewEncoder(w).Encode(st)
+			return
+		}
+		time.Sleep(300 * time.Millisecond) // three call timeouts
+		pod.UID, pod.ResourceVersion = "uid-1", "1"
+		w.WriteHeader(http.StatusCreated)
+		_ = json.NewEncoder(w).Encode(&pod)
+	}))
+	defer srv.Close()
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: srv.URL, QPS: -1, ContentConfig: rest.ContentConfig{ContentType: "application/json"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(cs, Config{Namespace: ns, Selector: selector, CallTimeout: 100 * time.Millisecond,
+		Backoff: wait.Backoff{Duration: time.Millisecond, Factor: 1, Steps: 4}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	got, err := c.CreatePod(ctx, testPod("project-a", selector))
+	if err != nil {
+		t.Fatalf("create: %v (%d requests)", err, posts.Load())
+	}
+	if got.UID != "uid-1" || posts.Load() != 1 {
+		t.Fatalf("created %q with %d create requests, want uid-1 with 1", got.UID, posts.Load())
 	}
 }
