@@ -135,7 +135,7 @@ func loadPostgresImage(t *testing.T, c *cluster.Cluster) {
 	b, err := exec.CommandContext(t.Context(), "make", "-C", repoRoot, "bin/imagebuild").CombinedOutput()
 	require.NoError(t, err, "%s", b)
 	cmd := exec.CommandContext(t.Context(), filepath.Join(repoRoot, "bin", "imagebuild"), "rootfs",
-		"-rootfs", strings.TrimSpace(string(rootfs)), "-config", "backup", "-out", out, "-version", "dev")
+		"-rootfs", strings.TrimSpace(string(rootfs)), "-config", "backup", "-module", repoRoot, "-out", out, "-version", "dev")
 	cmd.Env = append(cmd.Environ(), "SOURCE_DATE_EPOCH=0")
 	b, err = cmd.CombinedOutput()
 	require.NoError(t, err, "imagebuild rootfs: %s", b)

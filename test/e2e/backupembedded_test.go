@@ -78,8 +78,13 @@ func TestBackupRestoresEmbeddedDatabase(t *testing.T) {
 	before := sql(manifestSQL)
 	require.Contains(t, before, "accounts 501", "the seed is in the database")
 
+	start = time.Now()
+	runBackupJob(t, c, ns, releaseName+"-backup-database")
+	t.Logf("database backup job through the dump server: %s", time.Since(start).Round(time.Second))
+
 	// The token alone is not enough: a pod that is not the database backup's is kept off by the
-	// server's NetworkPolicy.
+	// server's NetworkPolicy (the connection is rejected or dropped; the dump server, which just
+	// served the Job, never answers it).
 	cj, err := c.Client.BatchV1().CronJobs(ns).Get(t.Context(), releaseName+"-backup-database", metav1.GetOptions{})
 	require.NoError(t, err)
 	var dumpURL string
@@ -89,25 +94,29 @@ func TestBackupRestoresEmbeddedDatabase(t *testing.T) {
 		}
 	}
 	require.NotEmpty(t, dumpURL, "the database CronJob's DUMP_URL")
-	out := runPodToEnd(t, c, ns, &corev1.Pod{
-		ObjectMeta: metav1.ObjectMeta{GenerateName: "not-backup-"},
-		Spec: corev1.PodSpec{
-			RestartPolicy:                corev1.RestartPolicyNever,
-			AutomountServiceAccountToken: ptr.To(false),
-			SecurityContext:              restrictedPodSecurity(),
-			Containers: []corev1.Container{{
-				Name: "fetch", Image: backupImageRef, ImagePullPolicy: corev1.PullNever,
-				Command:         []string{"bash", "-c", `! cocalc-dbdump fetch -url "$DUMP_URL" -timeout 20s >/dev/null`},
-				Env:             []corev1.EnvVar{{Name: "DUMP_URL", Value: dumpURL}, {Name: dbdump.TokenEnv, Value: token}},
-				SecurityContext: restrictedContainerSecurity(),
-			}},
-		},
-	})
-	assert.Contains(t, out, "no complete dump within -timeout 20s", "kept off by the policy (no answer), not refused by the server")
-
-	start = time.Now()
-	runBackupJob(t, c, ns, releaseName+"-backup-database")
-	t.Logf("database backup job through the dump server: %s", time.Since(start).Round(time.Second))
+	fetch := func(name string, labels map[string]string, script string) string {
+		return runPodToEnd(t, c, ns, &corev1.Pod{
+			ObjectMeta: metav1.ObjectMeta{GenerateName: name + "-", Labels: labels},
+			Spec: corev1.PodSpec{
+				RestartPolicy:                corev1.RestartPolicyNever,
+				AutomountServiceAccountToken: ptr.To(false),
+				SecurityContext:              restrictedPodSecurity(),
+				Containers: []corev1.Container{{
+					Name: "fetch", Image: backupImageRef, ImagePullPolicy: corev1.PullNever,
+					Command:         []string{"bash", "-c", script},
+					Env:             []corev1.EnvVar{{Name: "DUMP_URL", Value: dumpURL}, {Name: dbdump.TokenEnv, Value: token}},
+					SecurityContext: restrictedContainerSecurity(),
+				}},
+			},
+		})
+	}
+	// The same pod with the database backup's labels gets the dump: the labels are the only difference.
+	got := fetch("as-backup", cj.Spec.JobTemplate.Spec.Template.Labels, `set -o pipefail; cocalc-dbdump fetch -url "$DUMP_URL" -timeout 60s | head -c 5`)
+	assert.Equal(t, "PGDMP", got, "a pod with the database backup's labels and the token")
+	out := fetch("not-backup", nil, `! cocalc-dbdump fetch -url "$DUMP_URL" -timeout 20s >/dev/null`)
+	assert.Regexp(t, `dial tcp [0-9.]+:[0-9]+: connect: (connection refused|connection timed out)|no complete dump within -timeout 20s`, out,
+		"kept off by the policy, not answered by the server")
+	assert.NotContains(t, out, "answered")
 
 	sql(destroySQL)
 	require.Equal(t, "0", strings.TrimSpace(sql(countObjectsSQL)), "no table, view, index or sequence is left")

@@ -3,6 +3,8 @@ package dbdump
 import (
 	"bytes"
 	"context"
+	"errors"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -217,4 +219,40 @@ func TestTailBuffer(t *testing.T) {
 	_, _ = b.Write([]byte("abc"))
 	_, _ = b.Write([]byte("defg"))
 	assert.Equal(t, "defg", b.String())
+}
+
+// A server that cannot be reached yet (a new pod's NetworkPolicy not yet
+// admitted, the server pod starting) is tried again; the dump runs once.
+func TestFetchRetriesUntilReachable(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	runs := filepath.Join(t.TempDir(), "runs")
+	cmd, _ := fakeDump(t, "echo run >> "+runs+"; printf PGDMP")
+	s, err := NewServer(Config{Token: token, Command: cmd, MaxDuration: time.Minute})
+	require.NoError(t, err)
+	go func() {
+		time.Sleep(1500 * time.Millisecond)
+		ln, err := net.Listen("tcp", addr)
+		if err != nil {
+			return
+		}
+		_ = http.Serve(ln, s.Handler())
+	}()
+	var got bytes.Buffer
+	_, err = Fetch(context.Background(), "http://"+addr+DumpPath, token, &got)
+	require.NoError(t, err)
+	assert.Equal(t, "PGDMP", got.String())
+	n, err := os.ReadFile(runs)
+	require.NoError(t, err)
+	assert.Equal(t, "run\n", string(n), "pg_dump ran once")
+
+	// Never reachable: the caller's deadline ends it, saying both why and what the last attempt met.
+	ctx, cancel := context.WithTimeoutCause(context.Background(), 2*time.Second, errors.New("no dump within the test's 2s"))
+	defer cancel()
+	_, err = Fetch(ctx, "http://127.0.0.1:1"+DumpPath, token, &bytes.Buffer{})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "no dump within the test's 2s")
+	assert.Contains(t, err.Error(), "connection refused")
 }

@@ -62,10 +62,18 @@ case "$what" in
     # The embedded database is reached only through the server pod's dump
     # server, which runs the same pg_dump there; fetch exits non-zero unless
     # the server reports the dump complete.
+    # A Job's new pod can be refused for seconds until the NetworkPolicy
+    # controller has admitted its address: the fetch retries connecting by
+    # itself (90 s); for pg_dump, wait up to as long for the server to answer.
     dump() {
       if [ -n "${DUMP_URL:-}" ]; then
         cocalc-dbdump fetch -url "$DUMP_URL"
       else
+        local i
+        for i in $(seq 1 30); do
+          pg_isready -q -t 3 && break
+          sleep 3
+        done
         pg_dump --format=custom --no-password
       fi
     }
