@@ -23,6 +23,12 @@ const (
 	TargetRSS5000   = 60 << 20
 	TargetRSS20000  = 150 << 20
 	TargetColdStart = 3 * time.Second
+	// Issue 16 item 5: the orchestrator's own cost over the floor, at
+	// zero ready delay; item 6: with a ready delay that models a real
+	// container start, what it adds at p50 relative to the floor's p50.
+	TargetP50OverFloor16 = 5 * time.Millisecond
+	TargetP99OverFloor16 = 20 * time.Millisecond
+	TargetAddedAtDelay   = 0.01
 )
 
 // WriteMarkdown renders r as the results file (and stdout) table.
@@ -166,6 +172,14 @@ func targets(r *Results, floor, orig *Latency) []string {
 		d50, d99 := l.Start.P50-floor.Start.P50, l.Start.P99-floor.Start.P99
 		out = append(out, fmt.Sprintf("%s: start p50 within 15 ms of the floor: %s (%+.1f ms); p99 within 50 ms: %s (%+.1f ms)",
 			l.Method, mark(d50 <= TargetP50OverFloor), ms(d50), mark(d99 <= TargetP99OverFloor), ms(d99)))
+		if r.Config.ReadyDelay == 0 {
+			out = append(out, fmt.Sprintf("%s: start p50 within 5 ms of the floor: %s (%+.1f ms); p99 within 20 ms: %s (%+.1f ms) (issue 16)",
+				l.Method, mark(d50 <= TargetP50OverFloor16), ms(d50), mark(d99 <= TargetP99OverFloor16), ms(d99)))
+		} else if floor.Start.P50 > 0 {
+			added := float64(d50) / float64(floor.Start.P50)
+			out = append(out, fmt.Sprintf("%s: adds ≤ 1 %% to the start latency at p50 with pods held %s before Ready: %s (%+.2f %%: %+.1f ms over the floor's %.1f ms)",
+				l.Method, r.Config.ReadyDelay, mark(added <= TargetAddedAtDelay), 100*added, ms(d50), ms(floor.Start.P50)))
+		}
 		if orig != nil && l.Start.P50 > 0 {
 			x := float64(orig.Start.P50) / float64(l.Start.P50)
 			out = append(out, fmt.Sprintf("%s: ≥ 8× faster than the original at p50: %s (%.1f×)", l.Method, mark(x >= TargetSpeedup), x))
