@@ -278,17 +278,8 @@ func TestFailedDumpLeavesNoSnapshot(t *testing.T) {
 	// that the dumping user may read only in part makes pg_dump stop at its
 	// data, after the archive's header and table of contents went out; restic
 	// would keep that truncated dump as the newest snapshot.
-	conn, err := pgx.Connect(ctx, url)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, `CREATE ROLE dumper LOGIN;
-CREATE TABLE a_plain (id int); INSERT INTO a_plain SELECT generate_series(1, 50000);
-CREATE TABLE z_guarded (id int, owner text); INSERT INTO z_guarded VALUES (1, 'someone');
-ALTER TABLE z_guarded ENABLE ROW LEVEL SECURITY;
-CREATE POLICY own ON z_guarded USING (owner = current_user);
-GRANT SELECT ON a_plain, z_guarded TO dumper`)
-	require.NoError(t, err)
-	code, out = e.backup("database", 7, "PGUSER=dumper")
+	addPartialDumpUser(ctx, t, url)
+	code, out = e.backup("database", 7, "PGUSER="+partialDumpUser)
 	require.NotEqual(t, 0, code, "a failed pg_dump must fail the run:\n%s", out)
 	assert.Contains(t, out, "row-level security", "pg_dump failed where intended")
 	assert.Regexp(t, `pg_dump failed \(exit 1\); its incomplete snapshot [0-9a-f]{8,} was removed`, out, "restic had stored the truncated dump")
@@ -321,6 +312,27 @@ func TestRetention(t *testing.T) {
 	assert.Len(t, e.snapshots("database"), 1, "homes retention must not touch database snapshots")
 	// The newest homes snapshot is the last run's.
 	assert.Equal(t, "2", e.shell(`restic dump --host `+backupHost+` --tag homes latest /f`))
+}
+
+// partialDumpUser is the role addPartialDumpUser makes: pg_dump as it fails
+// in the middle of its output.
+const partialDumpUser = "dumper"
+
+// addPartialDumpUser makes pg_dump as partialDumpUser stop at a table under
+// row-level security that it may read only in part, after the archive's
+// header, table of contents and a first table's rows went out.
+func addPartialDumpUser(ctx context.Context, t *testing.T, url string) {
+	t.Helper()
+	conn, err := pgx.Connect(ctx, url)
+	require.NoError(t, err)
+	defer conn.Close(ctx)
+	_, err = conn.Exec(ctx, `CREATE ROLE `+partialDumpUser+` LOGIN;
+CREATE TABLE a_plain (id int); INSERT INTO a_plain SELECT generate_series(1, 50000);
+CREATE TABLE z_guarded (id int, owner text); INSERT INTO z_guarded VALUES (1, 'someone');
+ALTER TABLE z_guarded ENABLE ROW LEVEL SECURITY;
+CREATE POLICY own ON z_guarded USING (owner = current_user);
+GRANT SELECT ON a_plain, z_guarded TO `+partialDumpUser)
+	require.NoError(t, err)
 }
 
 var projectIDs = []string{

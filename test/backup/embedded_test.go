@@ -132,17 +132,8 @@ func TestEmbeddedDatabaseFailuresLeaveNoSnapshot(t *testing.T) {
 
 	// pg_dump stops at a table under row-level security after the archive's
 	// header went out (as in TestFailedDumpLeavesNoSnapshot), on the server's side.
-	conn, err := pgx.Connect(ctx, url)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, `CREATE ROLE dumper LOGIN;
-CREATE TABLE a_plain (id int); INSERT INTO a_plain SELECT generate_series(1, 50000);
-CREATE TABLE z_guarded (id int, owner text); INSERT INTO z_guarded VALUES (1, 'someone');
-ALTER TABLE z_guarded ENABLE ROW LEVEL SECURITY;
-CREATE POLICY own ON z_guarded USING (owner = current_user);
-GRANT SELECT ON a_plain, z_guarded TO dumper`)
-	require.NoError(t, err)
-	partial := startDumpServer(t, bin, s.Port(), "dumper")
+	addPartialDumpUser(ctx, t, url)
+	partial := startDumpServer(t, bin, s.Port(), partialDumpUser)
 	code, out = e.backup("database", 7, partial.jobEnv(dumpToken)...)
 	require.NotEqual(t, 0, code, "a failed pg_dump must fail the run:\n%s", out)
 	assert.Contains(t, out, "row-level security", "pg_dump's message reaches the Job's log")

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io/fs"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -40,40 +41,14 @@ const backupImageRef = "cocalc-kubernetes/backup:dev"
 // homes before and after are compared entry by entry (type, mode, owner,
 // size, symlink target, content hash, file modification time).
 //
-// Homes only: the database backup needs an external PostgreSQL (the render
-// refuses it for the embedded one) and the kind tier has no PostgreSQL image
-// offline; test/backup proves the database part with a local PostgreSQL.
+// Homes only: the database backup has tests of its own (backupdb_test.go,
+// backupembedded_test.go).
 func TestBackupRestoresHomes(t *testing.T) {
 	timed(t)
 	c := cluster.Get(t)
 	c.RequireCapability(t, cluster.RealContainers)
-	loadBackupImage(t, c)
-	ns := newNamespace(t, c, "backup", nil)
-
-	// The repository claim exists before the release (backup.repository
-	// existingClaim), under the name the chart would give its own claim and
-	// docs/backup.md's restore pod mounts: helm install --wait waits for the
-	// release's claims to bind, and a WaitForFirstConsumer class binds the
-	// chart's own claim only when the first backup runs.
-	repoClaim := releaseName + "-backup"
-	createClaim(t, c, ns, repoClaim)
-
-	// The kind tier's volumes are hostPath, which ignore fsGroup: the admin
-	// step of docs/backup.md "Repository ownership" (the render-time
-	// default works on volumes that honour fsGroup).
-	chownRepository(t, c, ns, repoClaim)
-
-	repo, tag, _ := strings.Cut(backupImageRef, ":")
-	h := installInCluster(t, c, ns, map[string]string{
-		"backup.enabled":                  "true",
-		"backup.database.enabled":         "false",
-		"backup.suspend":                  "true", // runs only when the test triggers it
-		"backup.password":                 "kind-backup-test",
-		"backup.repository.type":          "existingClaim",
-		"backup.repository.existingClaim": repoClaim,
-		"backup.image.repository":         repo,
-		"backup.image.tag":                tag,
-		"backup.image.pullPolicy":         "Never",
+	ns, h := installBackupRelease(t, c, "backup", func(string) map[string]string {
+		return map[string]string{"backup.database.enabled": "false"}
 	})
 
 	id := project.MustParse("0d0d0d0d-0000-4000-8000-00000000000d")
@@ -223,6 +198,38 @@ func layoutArchive(t *testing.T, dir, ref string) []byte {
 	require.NoError(t, err)
 	require.NoError(t, tw.Close())
 	return buf.Bytes()
+}
+
+// installBackupRelease is the prologue of the backup tests: the backup image
+// loaded, a namespace, the repository claim made before the release (under
+// the name the chart would give its own claim, which docs/backup.md's restore
+// pod mounts: helm install --wait waits for the release's claims to bind, and
+// a WaitForFirstConsumer class binds the chart's own claim only when the
+// first backup runs) and owned by the backup's uid (the kind tier's hostPath
+// volumes ignore fsGroup: docs/backup.md "Repository ownership"), then the
+// release with the backups on, suspended (they run when a test starts them),
+// from that claim and the local backup image; set(namespace) adds or
+// overrides values.
+func installBackupRelease(t *testing.T, c *cluster.Cluster, prefix string, set func(ns string) map[string]string) (string, hub) {
+	t.Helper()
+	loadBackupImage(t, c)
+	ns := newNamespace(t, c, prefix, nil)
+	repoClaim := releaseName + "-backup"
+	createClaim(t, c, ns, repoClaim)
+	chownRepository(t, c, ns, repoClaim)
+	repo, tag, _ := strings.Cut(backupImageRef, ":")
+	values := map[string]string{
+		"backup.enabled":                  "true",
+		"backup.suspend":                  "true",
+		"backup.password":                 "kind-backup-test",
+		"backup.repository.type":          "existingClaim",
+		"backup.repository.existingClaim": repoClaim,
+		"backup.image.repository":         repo,
+		"backup.image.tag":                tag,
+		"backup.image.pullPolicy":         "Never",
+	}
+	maps.Copy(values, set(ns))
+	return ns, installInCluster(t, c, ns, values)
 }
 
 // runShell runs script with the backup image's bash as the project user,

@@ -37,33 +37,20 @@ func TestBackupRestoresDatabase(t *testing.T) {
 	c := cluster.Get(t)
 	c.RequireCapability(t, cluster.RealContainers)
 	c.RequireCapability(t, cluster.NetworkPolicyEnforced)
-	loadBackupImage(t, c)
 	loadPostgresImage(t, c)
-	ns := newNamespace(t, c, "backupdb", nil)
-
-	repoClaim := releaseName + "-backup"
-	createClaim(t, c, ns, repoClaim)
-	chownRepository(t, c, ns, repoClaim)
-
-	pgHost := "postgres." + ns + ".svc"
 	const pgPassword = "kind-database-password"
-	repo, tag, _ := strings.Cut(backupImageRef, ":")
-	installInCluster(t, c, ns, map[string]string{
-		"postgresql.mode":                           "external",
-		"postgresql.external.host":                  pgHost,
-		"postgresql.external.password":              pgPassword,
-		"hub.externalPostgresInSmcCompute":          "true",
-		"hub.embeddedDatabase.activityInSmcCompute": "false",
-		"backup.enabled":                            "true",
-		"backup.homes.enabled":                      "false",
-		"backup.suspend":                            "true",
-		"backup.password":                           "kind-backup-test",
-		"backup.repository.type":                    "existingClaim",
-		"backup.repository.existingClaim":           repoClaim,
-		"backup.image.repository":                   repo,
-		"backup.image.tag":                          tag,
-		"backup.image.pullPolicy":                   "Never",
-		"backup.networkPolicy.database[0].podSelector.matchLabels.app": "postgres-standin",
+	var pgHost string
+	ns, _ := installBackupRelease(t, c, "backupdb", func(ns string) map[string]string {
+		pgHost = "postgres." + ns + ".svc"
+		return map[string]string{
+			"postgresql.mode":                                              "external",
+			"postgresql.external.host":                                     pgHost,
+			"postgresql.external.password":                                 pgPassword,
+			"hub.externalPostgresInSmcCompute":                             "true",
+			"hub.embeddedDatabase.activityInSmcCompute":                    "false",
+			"backup.homes.enabled":                                         "false",
+			"backup.networkPolicy.database[0].podSelector.matchLabels.app": "postgres-standin",
+		}
 	})
 	startPostgres(t, c, ns, pgPassword)
 

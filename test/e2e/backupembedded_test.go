@@ -46,26 +46,10 @@ func TestBackupRestoresEmbeddedDatabase(t *testing.T) {
 	c := cluster.Get(t)
 	c.RequireCapability(t, cluster.RealContainers)
 	c.RequireCapability(t, cluster.NetworkPolicyEnforced)
-	loadBackupImage(t, c)
 	loadPostgresImage(t, c)
-	ns := newNamespace(t, c, "backupemb", nil)
-
-	repoClaim := releaseName + "-backup"
-	createClaim(t, c, ns, repoClaim)
-	chownRepository(t, c, ns, repoClaim)
 	token := strings.Repeat("kind-dump-token-", 3)
-	repo, tag, _ := strings.Cut(backupImageRef, ":")
-	installInCluster(t, c, ns, map[string]string{
-		"backup.enabled":                  "true",
-		"backup.homes.enabled":            "false",
-		"backup.suspend":                  "true",
-		"backup.password":                 "kind-backup-test",
-		"backup.database.dumpToken":       token,
-		"backup.repository.type":          "existingClaim",
-		"backup.repository.existingClaim": repoClaim,
-		"backup.image.repository":         repo,
-		"backup.image.tag":                tag,
-		"backup.image.pullPolicy":         "Never",
+	ns, _ := installBackupRelease(t, c, "backupemb", func(string) map[string]string {
+		return map[string]string{"backup.homes.enabled": "false", "backup.database.dumpToken": token}
 	})
 	start := time.Now()
 	server := addEmbeddedDatabase(t, c, ns)
