@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -114,6 +115,18 @@ func TestParseStatCPU(t *testing.T) {
 				t.Errorf("parseStatCPU = %v, %v; want %v, error %v", got, err, tt.want, tt.wantErr)
 			}
 		})
+	}
+}
+
+// The anonymous part of RSS is read too (the rest is the executable's
+// file-backed pages).
+func TestReadProcSplitsAnonymousMemory(t *testing.T) {
+	s, err := ReadProc(os.Getpid())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.RSSBytes <= 0 || s.AnonBytes <= 0 || s.AnonBytes > s.RSSBytes {
+		t.Fatalf("RSS %d, anonymous %d: want 0 < anonymous ≤ RSS", s.RSSBytes, s.AnonBytes)
 	}
 }
 

@@ -32,8 +32,9 @@ type ColdStart struct {
 	// the highest RSS until then (sampled every 10 ms).
 	ReadyAfter  time.Duration
 	SyncPeakRSS int64
-	// RSS and PeakRSS over an idle window after ready.
-	RSS, PeakRSS int64
+	// RSS and PeakRSS over an idle window after ready; Anon the
+	// anonymous part of RSS (ProcSample).
+	RSS, PeakRSS, Anon int64
 	// CPU is the process's CPU time from exec to the end of the window.
 	CPU time.Duration
 	// Lists and WatchLists are the API server's count of pod LISTs and

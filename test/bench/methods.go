@@ -177,6 +177,15 @@ func (m *HTTP) CPU() time.Duration {
 	}
 	return s.CPU
 }
+
+// CloseIdleConnections closes the client's idle keep-alive connections
+// to the orchestrator process.
+func (m *HTTP) CloseIdleConnections() {
+	if m.Client.HTTP != nil {
+		m.Client.HTTP.CloseIdleConnections()
+	}
+}
+
 func (m *HTTP) Start(ctx context.Context, id project.ID) error {
 	st, err := m.Client.Start(ctx, id, orchestrator.StartRequest{})
 	return reported(st, err, state.Running)

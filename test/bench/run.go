@@ -252,6 +252,12 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 				return nil, fmt.Errorf("%d starts still failing after retries: %s", len(b.Failed), b.FirstError)
 			}
 		}
+		// The harness's transport keeps every connection of a burst open
+		// (idle keep-alives, so the next burst opens none): 1,000 idle
+		// connections the serve process holds, ≈ 18 KiB each, which no hub
+		// does (smc-compute is a process per call; the database front-end
+		// runs inside serve). The footprint is of watching the pods.
+		httpM.CloseIdleConnections()
 		for _, churn := range []int{0, cfg.ChurnWorkers} {
 			log.Info("footprint", "pods", len(ids), "churn_workers", churn, "window", cfg.Window)
 			f, err := MeasureFootprint(ctx, httpM, httpM.PID, ids, cfg.Window, churn)
@@ -353,7 +359,7 @@ func coldStart(ctx context.Context, cl *cluster.Cluster, admin kubernetes.Interf
 		stop()
 		return nil, nil, err
 	}
-	row.RSS, row.PeakRSS = f.RSSBytes, f.PeakRSS
+	row.RSS, row.PeakRSS, row.Anon = f.RSSBytes, f.PeakRSS, f.AnonBytes
 	if s, err := ReadProc(httpM.PID); err == nil {
 		row.CPU = s.CPU
 	}

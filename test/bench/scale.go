@@ -126,9 +126,11 @@ func BurstFloor(n int, qps float32, burst int) time.Duration {
 type Footprint struct {
 	Pods     int
 	Churn    bool
-	RSSBytes int64   // at the end of the window
-	PeakRSS  int64   // highest sample in the window
-	CPUCores float64 // CPU seconds per second over the window
+	RSSBytes int64 // at the end of the window
+	PeakRSS  int64 // highest sample in the window
+	// AnonBytes is the anonymous part of RSSBytes (ProcSample).
+	AnonBytes int64
+	CPUCores  float64 // CPU seconds per second over the window
 	// Ops is start+stop operations completed per second (churn only).
 	OpsPerSec  float64
 	Errors     int
@@ -201,7 +203,7 @@ sample:
 	}
 	elapsed := time.Since(t0)
 	wg.Wait()
-	res.RSSBytes = last.RSSBytes
+	res.RSSBytes, res.AnonBytes = last.RSSBytes, last.AnonBytes
 	res.CPUCores = (last.CPU - first.CPU).Seconds() / elapsed.Seconds()
 	res.OpsPerSec = float64(ops.Load()) / elapsed.Seconds()
 	res.Errors = int(errs.Load())
