@@ -485,7 +485,9 @@ func TestRecordedRequestSurvivesForIdleTimeout(t *testing.T) {
 
 // A pod deleted so soon after our create that the cache never shows it
 // (create and delete processed in one wake-up) is a stop, reported at once,
-// not a start that waits out its whole timeout (found by test/bench churn).
+// not a start that waits out its whole timeout (seen in test/bench churn,
+// where the deleter was the api tier's kwok: a late delete of the previous
+// pod of the name, fixed in test/cluster/stages.yaml).
 func TestPodDeletedBeforeCacheShowsItIsAStop(t *testing.T) {
 	e := newEnv(t, nil)
 	e.cs.PrependReactor("create", "pods", func(a k8stesting.Action) (bool, runtime.Object, error) {
