@@ -157,3 +157,23 @@ func TestBackupDumpServerOnlyForEmbedded(t *testing.T) {
 		assert.False(t, ok, name)
 	}
 }
+
+// Backup settings that are not the dump server's own leave the server pod
+// alone: a helm upgrade that changes them restarts nothing users are on.
+func TestBackupSettingsDoNotRestartServer(t *testing.T) {
+	c := caseByName(t, "ci-backup-embedded")
+	base := serverDeployment(t, renderObjects(t, c)).Spec.Template
+	for _, set := range []map[string]string{
+		{"backup.database.schedule": "0 4 * * *"},
+		{"backup.homes.schedule": "30 5 * * *"},
+		{"backup.homes.enabled": "false"},
+		{"backup.retention.keepDaily": "30"},
+		{"backup.suspend": "true"},
+		{"backup.resources.limits.memory": "4Gi"},
+	} {
+		m := mustDecode(t, render(t, c.files, set))
+		assert.Equal(t, base, serverDeployment(t, m).Spec.Template, "%v changed the server pod", set)
+	}
+	m := mustDecode(t, render(t, c.files, map[string]string{"backup.database.dumpServer.maxDuration": "2h"}))
+	assert.NotEqual(t, base, serverDeployment(t, m).Spec.Template, "the dump server's own settings are in the server pod")
+}
