@@ -67,6 +67,10 @@ Usage: {{- include "cocalc.backup.validate" . }}
 {{- if and (eq .Values.hub.protocol "smc-compute") (not .Values.hub.embeddedDatabase.activityInSmcCompute) -}}
 {{- fail "backup.database.enabled: postgresql.mode embedded is dumped over the server pod's loopback (hub.embeddedDatabase), which a server image listens on only when hub.embeddedDatabase.activityInSmcCompute is true (the chart's server image: tools/images/server); with it false (a plain 2020 image: unix socket only) no dump can connect. Set hub.embeddedDatabase.activityInSmcCompute: true with the chart's server image, or back up the server's data claim instead (docs/backup.md)" -}}
 {{- end -}}
+{{- $taken := list (int .Values.server.ports.http) (int .Values.server.ports.https) (int .Values.orchestrator.ports.api) (int .Values.orchestrator.ports.health) (int .Values.hub.port) (int .Values.hub.embeddedDatabase.port) -}}
+{{- if has (int $b.database.dumpServer.port) $taken -}}
+{{- fail "backup.database.dumpServer.port: must differ from the other ports of the server pod (server.ports.http/https, orchestrator.ports, hub.port, hub.embeddedDatabase.port): the containers share one network namespace" -}}
+{{- end -}}
 {{- if and (not $b.existingSecret) (not $b.database.dumpToken) -}}
 {{- fail "backup.database.dumpToken: set it (at least 32 characters, e.g. openssl rand -base64 30), or put the key COCALC_DUMP_TOKEN into backup.existingSecret: postgresql.mode embedded is dumped by the server pod's dump server, which dumps only for the holder of that token; the chart never generates secrets" -}}
 {{- end -}}
