@@ -179,12 +179,7 @@ func TestBackupRestore(t *testing.T) {
 	requireTools(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	s := pg.Start(t)
-	url := s.CreateDatabase(ctx, database)
-	conn, err := pgx.Connect(ctx, url)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	fillDatabase(ctx, t, conn, 20000)
+	s, conn := startFilledDatabase(ctx, t)
 	e := newEnv(t, s)
 	fillHomes(t, e.homes, 40)
 
@@ -233,7 +228,7 @@ func TestBackupRestore(t *testing.T) {
 	}
 
 	// Destroy: tables dropped or altered, every home removed.
-	_, err = conn.Exec(ctx, `DROP TABLE projects; DELETE FROM copy_paths WHERE time < now() - interval '1 day'; UPDATE public_paths SET disabled = NOT disabled`)
+	_, err := conn.Exec(ctx, `DROP TABLE projects; DELETE FROM copy_paths WHERE time < now() - interval '1 day'; UPDATE public_paths SET disabled = NOT disabled`)
 	require.NoError(t, err)
 	// The claim survives, its contents do not.
 	homes, err := os.ReadDir(e.homes)
@@ -312,6 +307,19 @@ func TestRetention(t *testing.T) {
 	assert.Len(t, e.snapshots("database"), 1, "homes retention must not touch database snapshots")
 	// The newest homes snapshot is the last run's.
 	assert.Equal(t, "2", e.shell(`restic dump --host `+backupHost+` --tag homes latest /f`))
+}
+
+// startFilledDatabase starts a PostgreSQL with the hub's schema and 20,000
+// projects rows plus the other tables' (fillDatabase) in the database
+// "smc", and a connection to it closed when the test ends.
+func startFilledDatabase(ctx context.Context, t *testing.T) (*pg.Server, *pgx.Conn) {
+	t.Helper()
+	s := pg.Start(t)
+	conn, err := pgx.Connect(ctx, s.CreateDatabase(ctx, database))
+	require.NoError(t, err)
+	t.Cleanup(func() { conn.Close(context.Background()) })
+	fillDatabase(ctx, t, conn, 20000)
+	return s, conn
 }
 
 // partialDumpUser is the role addPartialDumpUser makes: pg_dump as it fails

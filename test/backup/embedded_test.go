@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -87,12 +86,7 @@ func TestEmbeddedDatabaseBackupRestore(t *testing.T) {
 	requireTools(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
 	defer cancel()
-	s := pg.Start(t)
-	url := s.CreateDatabase(ctx, database)
-	conn, err := pgx.Connect(ctx, url)
-	require.NoError(t, err)
-	defer conn.Close(ctx)
-	fillDatabase(ctx, t, conn, 20000)
+	s, conn := startFilledDatabase(ctx, t)
 	e := newEnv(t, s)
 	d := startDumpServer(t, buildDumpTool(t, e.base), s.Port(), "postgres")
 	rowsBefore := dumpRows(ctx, t, conn)
@@ -103,7 +97,7 @@ func TestEmbeddedDatabaseBackupRestore(t *testing.T) {
 	t.Logf("backup through the dump server: %v, repository %.1f MiB", time.Since(start).Round(time.Millisecond), float64(e.repoSize())/(1<<20))
 	require.Len(t, e.snapshots("database"), 1)
 
-	_, err = conn.Exec(ctx, `DROP TABLE projects; UPDATE public_paths SET disabled = NOT disabled`)
+	_, err := conn.Exec(ctx, `DROP TABLE projects; UPDATE public_paths SET disabled = NOT disabled`)
 	require.NoError(t, err)
 	require.NotEqual(t, rowsBefore, dumpRows(ctx, t, conn), "the destruction changed nothing")
 	e.shell(`restic dump --host ` + backupHost + ` --tag database latest /$PGDATABASE.dump | pg_restore --clean --if-exists --no-owner --single-transaction --dbname "$PGDATABASE"`)
