@@ -24,7 +24,6 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
-	listerscorev1 "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/utils/clock"
@@ -91,7 +90,6 @@ type Client struct {
 	cs       kubernetes.Interface
 	cfg      Config
 	informer cache.SharedIndexInformer
-	lister   listerscorev1.PodNamespaceLister
 	events   record.EventBroadcaster
 	recorder record.EventRecorder
 	notify   *notifier
@@ -156,15 +154,15 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 			return pods.Watch(ctx, o)
 		},
 	}, cs, cfg.ReconnectBackoff, cfg.Clock, cfg.Logger)
+	// No indexers: the informer watches one namespace, and reads are by
+	// key or of everything.
 	informer := cache.NewSharedIndexInformerWithOptions(lw, &corev1.Pod{}, cache.SharedIndexInformerOptions{
-		Indexers:          cache.Indexers{cache.NamespaceIndex: cache.MetaNamespaceIndexFunc},
 		ObjectDescription: "project pods",
 	})
 	c := &Client{
 		cs:       cs,
 		cfg:      cfg,
 		informer: informer,
-		lister:   listerscorev1.NewPodLister(informer.GetIndexer()).Pods(cfg.Namespace),
 		notify:   newNotifier(),
 		gone:     map[string]types.UID{},
 		nfsCache: map[string]cachedIP{},
@@ -172,9 +170,9 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 	if err := c.informer.SetWatchErrorHandlerWithContext(c.listWatchFailed); err != nil {
 		return nil, fmt.Errorf("kube: pod cache error handler: %w", err)
 	}
-	// The cache holds every project pod: it keeps only the fields read here
-	// (slimPod).
-	if err := c.informer.SetTransform(slimPod); err != nil {
+	// The cache holds every project pod: it keeps only the fields read here,
+	// compactly (cachedPod).
+	if err := c.informer.SetTransform(compactPod); err != nil {
 		return nil, fmt.Errorf("kube: pod cache transform: %w", err)
 	}
 	_, err := c.informer.AddEventHandler(cache.ResourceEventHandlerFuncs{
@@ -214,13 +212,13 @@ func (c *Client) listWatchFailed(_ context.Context, _ *cache.Reflector, err erro
 	c.cfg.Logger.Warn("pod cache: list/watch failed, client-go retries with backoff", "err", err)
 }
 
-// podOf returns the pod of an informer notification (also of a deletion
-// whose final state is unknown), or nil.
-func podOf(obj any) *corev1.Pod {
+// podOf returns the cached pod of an informer notification (also of a
+// deletion whose final state is unknown), or nil.
+func podOf(obj any) *cachedPod {
 	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
 		obj = d.Obj
 	}
-	pod, _ := obj.(*corev1.Pod)
+	pod, _ := obj.(*cachedPod)
 	return pod
 }
 
@@ -252,10 +250,7 @@ func (c *Client) Gone(name string, uid types.UID) bool {
 }
 
 func (c *Client) changed(obj any) {
-	if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
-		obj = d.Obj
-	}
-	if pod, ok := obj.(*corev1.Pod); ok {
+	if pod := podOf(obj); pod != nil {
 		c.notify.fire(pod.Name)
 	}
 }
@@ -283,19 +278,29 @@ func (c *Client) WaitForSync(ctx context.Context) error {
 // HasSynced reports whether the pod cache is filled (readiness).
 func (c *Client) HasSynced() bool { return c.informer.HasSynced() }
 
-// Pod returns the cached pod with this name, or nil. The result is shared
-// with the cache: do not modify it.
+// Pod returns the cached pod with this name, or nil: a new *corev1.Pod
+// with the fields the cache keeps (cachedPod). Its pointer fields are
+// shared with the cache: do not modify it.
 func (c *Client) Pod(name string) *corev1.Pod {
-	pod, err := c.lister.Get(name)
-	if err != nil {
+	obj, ok, _ := c.informer.GetStore().GetByKey(c.cfg.Namespace + "/" + name)
+	if !ok {
 		return nil
 	}
-	return pod
+	if p, ok := obj.(*cachedPod); ok {
+		return p.pod()
+	}
+	return nil
 }
 
-// Pods returns every cached project pod (shared with the cache).
+// Pods returns every cached project pod, as Pod does.
 func (c *Client) Pods() []*corev1.Pod {
-	pods, _ := c.lister.List(labels.Everything())
+	objs := c.informer.GetStore().List()
+	pods := make([]*corev1.Pod, 0, len(objs))
+	for _, obj := range objs {
+		if p, ok := obj.(*cachedPod); ok {
+			pods = append(pods, p.pod())
+		}
+	}
 	return pods
 }
 

@@ -3,10 +3,12 @@ package kube
 import (
 	"reflect"
 	"testing"
+	"time"
 	"unsafe"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podspec"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
@@ -49,7 +51,7 @@ func realisticPod(t *testing.T, mutate func(*corev1.Pod)) *corev1.Pod {
 	return pod
 }
 
-func TestSlimPodKeepsWhatTheOrchestratorReads(t *testing.T) {
+func TestCachedPodKeepsWhatTheOrchestratorReads(t *testing.T) {
 	now := metav1.Now()
 	for _, tc := range []struct {
 		name   string
@@ -75,11 +77,7 @@ func TestSlimPodKeepsWhatTheOrchestratorReads(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			full := realisticPod(t, tc.mutate)
-			obj, err := slimPod(full.DeepCopy())
-			if err != nil {
-				t.Fatal(err)
-			}
-			slim := obj.(*corev1.Pod)
+			slim := cachedOf(t, full.DeepCopy()).pod()
 			if got, want := state.FromPod(slim), state.FromPod(full); !reflect.DeepEqual(got, want) {
 				t.Errorf("state of the cached pod %+v, of the full pod %+v", got, want)
 			}
@@ -107,9 +105,7 @@ func TestSlimPodKeepsWhatTheOrchestratorReads(t *testing.T) {
 		})
 	}
 	// Strings every pod repeats are shared between cached pods.
-	a, _ := slimPod(realisticPod(t, nil))
-	b, _ := slimPod(realisticPod(t, nil))
-	pa, pb := a.(*corev1.Pod), b.(*corev1.Pod)
+	pa, pb := cachedOf(t, realisticPod(t, nil)).pod(), cachedOf(t, realisticPod(t, nil)).pod()
 	for _, pair := range [][2]string{
 		{pa.Namespace, pb.Namespace},
 		{pa.Annotations[podspec.AnnotationRequest], pb.Annotations[podspec.AnnotationRequest]},
@@ -120,7 +116,60 @@ func TestSlimPodKeepsWhatTheOrchestratorReads(t *testing.T) {
 			t.Errorf("%q is not shared between cached pods", pair[0])
 		}
 	}
-	if obj, _ := slimPod("tombstone"); obj != "tombstone" {
+	if obj, _ := compactPod("tombstone"); obj != "tombstone" {
 		t.Error("objects that are not pods pass unchanged")
+	}
+}
+
+// cachedOf is the cache's transform of pod.
+func cachedOf(t *testing.T, pod *corev1.Pod) *cachedPod {
+	t.Helper()
+	obj, err := compactPod(pod)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return obj.(*cachedPod)
+}
+
+func TestCachedPodWithoutOptionalParts(t *testing.T) {
+	// A pod just created: no annotations the orchestrator reads, no
+	// volume, no conditions, no container status.
+	full := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "project-x", Namespace: "ns", UID: "u"}, Status: corev1.PodStatus{Phase: corev1.PodPending}}
+	got := cachedOf(t, full).pod()
+	if got.Annotations != nil || got.Spec.Volumes != nil || got.Status.Conditions != nil || got.Status.ContainerStatuses != nil {
+		t.Errorf("parts the pod does not have appeared: %+v", got)
+	}
+	if !reflect.DeepEqual(state.FromPod(got), state.FromPod(full)) {
+		t.Errorf("state %+v, want %+v", state.FromPod(got), state.FromPod(full))
+	}
+	// Only one of the two annotations, and only the Ready condition.
+	full.Annotations = map[string]string{podspec.AnnotationSpecHash: "h", "other": "x"}
+	full.Status.Conditions = []corev1.PodCondition{{Type: corev1.PodInitialized, Status: corev1.ConditionTrue}, {Type: corev1.PodReady, Status: corev1.ConditionFalse, Reason: "r"}}
+	got = cachedOf(t, full).pod()
+	if !reflect.DeepEqual(got.Annotations, map[string]string{podspec.AnnotationSpecHash: "h"}) {
+		t.Errorf("annotations %v", got.Annotations)
+	}
+	if len(got.Status.Conditions) != 1 || got.Status.Conditions[0].Type != corev1.PodReady || got.Status.Conditions[0].Reason != "r" {
+		t.Errorf("conditions %+v", got.Status.Conditions)
+	}
+}
+
+func TestCachedPodDeepCopyIsIndependent(t *testing.T) {
+	now := metav1.Now()
+	orig := cachedOf(t, realisticPod(t, func(p *corev1.Pod) { p.DeletionTimestamp = &now }))
+	cp := orig.DeepCopyObject().(*cachedPod)
+	if !reflect.DeepEqual(cp.pod(), orig.pod()) {
+		t.Fatal("copy differs")
+	}
+	cp.DeletionTimestamp.Time = cp.DeletionTimestamp.Add(time.Hour)
+	cp.nfs.Server = "changed"
+	cp.container.state.Running.StartedAt.Time = cp.container.state.Running.StartedAt.Add(time.Hour)
+	cp.container.last.Terminated.ExitCode = 1
+	if orig.DeletionTimestamp.Equal(cp.DeletionTimestamp) || orig.nfs.Server == "changed" ||
+		orig.container.state.Running.StartedAt.Equal(&cp.container.state.Running.StartedAt) || orig.container.last.Terminated.ExitCode == 1 {
+		t.Error("the copy shares memory with the original")
+	}
+	if orig.GetObjectKind().GroupVersionKind() != (schema.GroupVersionKind{}) {
+		t.Error("a cached pod has no kind of its own")
 	}
 }

@@ -250,7 +250,7 @@ func ctxT(t *testing.T) context.Context {
 }
 
 // apiPod returns a pod as the API server has it (the orchestrator's cache
-// keeps only the fields it reads, see kube.slimPod).
+// keeps only the fields it reads, see kube.cachedPod).
 func (e *env) apiPod(name string) *corev1.Pod {
 	e.t.Helper()
 	pod, err := e.cs.CoreV1().Pods(e.tpl.Namespace).Get(context.Background(), name, metav1.GetOptions{})
