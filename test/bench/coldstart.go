@@ -11,7 +11,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podspec"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/podtemplate"
 )
@@ -24,8 +23,8 @@ type ColdStart struct {
 	Orchestrator string
 	Pods         int
 	// Filled is how many pods the harness created for this row (beyond
-	// the ones the bursts started) and Fill how long creating them and
-	// waiting until kwok had made every one Ready took.
+	// the ones the bursts started) and Fill how long creating them, making
+	// them Running and Ready (FillPods) and seeing that on a watch took.
 	Filled int
 	Fill   time.Duration
 	// ReadyAfter is exec to /readyz OK (pod cache synced); SyncPeakRSS
@@ -48,20 +47,25 @@ type ColdStart struct {
 
 // FillPods creates n more project pods in tpl's namespace, built like the
 // orchestrator builds them (podspec.Build from the same template), bound
-// round robin to the kwok nodes (the scheduler is skipped: these pods only
-// have to exist and be Running for a cache to hold), and waits until the
+// round robin to the held nodes (no scheduler, no kubelet, no kwok: these
+// pods only have to exist and be Running for a cache to hold), writes each
+// one's status Running and Ready as a kubelet would, and waits until the
 // clock saw every one Ready. It is how the bench reaches pod counts a
-// burst of starts at the orchestrator's client QPS would take many minutes
-// to reach.
-func FillPods(ctx context.Context, cs kubernetes.Interface, clock *PodClock, tpl *podtemplate.Template, nfsIP string, nodes, n int) error {
+// burst of starts at the orchestrator's client QPS, or kwok's pace, would
+// take many minutes to reach.
+func FillPods(ctx context.Context, cs kubernetes.Interface, clock *PodClock, tpl *podtemplate.Template, nfsIP string, held *HeldNodes, n int) error {
 	if n <= 0 {
 		return nil
+	}
+	if held == nil || len(held.Names) == 0 {
+		return fmt.Errorf("fill pods: no held nodes")
 	}
 	names := make([]string, n)
 	var next atomic.Int64
 	var firstErr error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
+	pods := cs.CoreV1().Pods(tpl.Namespace)
 	for w := 0; w < 32; w++ {
 		wg.Add(1)
 		go func() {
@@ -73,8 +77,12 @@ func FillPods(ctx context.Context, cs kubernetes.Interface, clock *PodClock, tpl
 				}
 				pod, err := podspec.Build(tpl, podspec.Input{Project: NewID(), NFSServer: nfsIP})
 				if err == nil {
-					pod.Spec.NodeName = cluster.FakeNodeName(i % max(nodes, 1))
-					_, err = cs.CoreV1().Pods(tpl.Namespace).Create(ctx, pod, metav1.CreateOptions{})
+					pod.Spec.NodeName = held.Names[i%len(held.Names)]
+					pod, err = pods.Create(ctx, pod, metav1.CreateOptions{})
+				}
+				if err == nil {
+					pod.Status = runningStatus(pod, heldPodIP(i), "198.51.100.1", metav1.Now())
+					_, err = pods.UpdateStatus(ctx, pod, metav1.UpdateOptions{})
 				}
 				if err != nil {
 					mu.Lock()
@@ -92,10 +100,9 @@ func FillPods(ctx context.Context, cs kubernetes.Interface, clock *PodClock, tpl
 	if firstErr != nil {
 		return firstErr
 	}
-	// kwok makes a few tens of pods Ready per second on a loaded 2-core
-	// machine (about 16 a second at load 50): allow 100 ms a pod, at least
-	// 5 minutes.
-	limit := max(5*time.Minute, time.Duration(n)*100*time.Millisecond)
+	// The clock's watch sees the status writes just made; allow for a
+	// loaded API server.
+	limit := max(2*time.Minute, time.Duration(n)*10*time.Millisecond)
 	deadline := time.Now().Add(limit)
 	ready := 0
 	for _, name := range names {
@@ -108,7 +115,7 @@ func FillPods(ctx context.Context, cs kubernetes.Interface, clock *PodClock, tpl
 				return fmt.Errorf("fill pods: %w", ctx.Err())
 			}
 			if time.Now().After(deadline) {
-				return fmt.Errorf("fill pods: %d of %d created pods Ready after %s (kwok's pace on this machine)", ready, n, limit)
+				return fmt.Errorf("fill pods: the clock saw %d of %d created pods Ready after %s", ready, n, limit)
 			}
 		}
 	}

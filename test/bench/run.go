@@ -66,7 +66,8 @@ type Config struct {
 	Log                 *slog.Logger
 	// ColdStart lists project pod counts (ascending) at which a fresh
 	// orchestrator process is started and its time to ready and memory
-	// measured; pods beyond those the bursts started are made by FillPods.
+	// measured; pods beyond those the bursts started are made by FillPods
+	// on held nodes (HoldNodes).
 	ColdStart []int
 	// HeapProfile, when set, is where a heap profile of the pod cache at
 	// the largest scale is written (see ProfilePodCache).
@@ -98,6 +99,9 @@ const (
 	nsInProc   = "bench-inproc"
 	nsHTTP     = "cocalc"
 	nsOriginal = "bench-original"
+	// heldNodes is how many held nodes carry the cold-start fill pods
+	// (2,000 each at 20,000).
+	heldNodes = 10
 )
 
 // Run brings up the api tier, measures, and tears everything down.
@@ -277,9 +281,13 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		res.Notes = append(res.Notes, h.Note())
 	}
 	// Cold starts: a fresh orchestrator process with N project pods present.
+	var held *HeldNodes
 	if len(cfg.ColdStart) > 0 {
 		tpl, err := Template(nsHTTP, filepath.Join(work, "homes-http"), cfg.ReadyDelay)
 		if err != nil {
+			return nil, err
+		}
+		if held, err = HoldNodes(ctx, admin, heldNodes); err != nil {
 			return nil, err
 		}
 		for _, n := range cfg.ColdStart {
@@ -290,8 +298,8 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			row := ColdStart{Pods: max(n, have), Filled: max(n-have, 0)}
 			log.Info("cold start: filling", "pods", n, "present", have, "creating", row.Filled)
 			t0 := time.Now()
-			if err := FillPods(ctx, admin, clock, tpl, ips[nsHTTP], cfg.Nodes, row.Filled); err != nil {
-				// Keep what was measured: a fill kwok cannot finish on a
+			if err := FillPods(ctx, admin, clock, tpl, ips[nsHTTP], held, row.Filled); err != nil {
+				// Keep what was measured: a fill that cannot finish on a
 				// loaded machine must not lose the whole run.
 				note := fmt.Sprintf("Cold start at %d pods not measured: %v (after %s).", n, err, time.Since(t0).Round(time.Second))
 				log.Warn(note)
@@ -323,6 +331,11 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 	}
 	for _, ns := range []string{nsHTTP, nsFloor, nsInProc, nsOriginal} {
 		if err := DeleteAllPods(ctx, admin, ns); err != nil {
+			log.Warn("clean-up", "err", err)
+		}
+	}
+	if held != nil {
+		if err := held.Release(ctx); err != nil {
 			log.Warn("clean-up", "err", err)
 		}
 	}

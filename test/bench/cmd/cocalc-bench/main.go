@@ -35,7 +35,7 @@ func run() int {
 	flag.IntVar(&cfg.Statuses, "statuses", 200, "status queries per method (0: skip)")
 	flag.IntVar(&cfg.Burst, "burst", 1000, "starts issued at once")
 	flag.StringVar(&scale, "scale", "1000,5000", "project pod counts at which the orchestrator's footprint is measured")
-	flag.StringVar(&coldStart, "cold-start", "5000,20000", "project pod counts at which a fresh cocalc-k8s serve's time to ready and memory are measured (pods beyond -scale are created directly on the kwok nodes; empty: none)")
+	flag.StringVar(&coldStart, "cold-start", "5000,20000", "project pod counts at which a fresh cocalc-k8s serve's time to ready and memory are measured (pods beyond -scale are created by the harness on held nodes, their status written by it; empty: none)")
 	flag.DurationVar(&cfg.Window, "window", 10*time.Second, "footprint sampling window")
 	flag.IntVar(&cfg.ChurnWorkers, "churn", 10, "concurrent stop+start loops during a churn window")
 	flag.DurationVar(&cfg.ReadyDelay, "ready-delay", 0, "hold every pod this long before kwok makes it Ready (0: the control plane's floor)")
