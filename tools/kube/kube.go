@@ -94,12 +94,14 @@ type Client struct {
 	recorder record.EventRecorder
 	notify   *notifier
 	// goneMu guards gone: the UID of the last pod of each name whose
-	// deletion the informer delivered, while no pod of that name is cached.
-	goneMu    sync.Mutex
-	gone      map[string]types.UID
-	nfsMu     sync.Mutex
-	nfsCache  map[string]cachedIP
-	startOnce sync.Once
+	// deletion the informer delivered in the last goneTTL, while no pod of
+	// that name is cached; goneAfterPrune is its size after the last prune.
+	goneMu         sync.Mutex
+	gone           map[string]goneEntry
+	goneAfterPrune int
+	nfsMu          sync.Mutex
+	nfsCache       map[string]cachedIP
+	startOnce      sync.Once
 }
 
 type cachedIP struct {
@@ -160,12 +162,13 @@ func New(cs kubernetes.Interface, cfg Config) (*Client, error) {
 		ObjectDescription: "project pods",
 	})
 	c := &Client{
-		cs:       cs,
-		cfg:      cfg,
-		informer: informer,
-		notify:   newNotifier(),
-		gone:     map[string]types.UID{},
-		nfsCache: map[string]cachedIP{},
+		cs:             cs,
+		cfg:            cfg,
+		informer:       informer,
+		notify:         newNotifier(),
+		gone:           map[string]goneEntry{},
+		goneAfterPrune: 512,
+		nfsCache:       map[string]cachedIP{},
 	}
 	if err := c.informer.SetWatchErrorHandlerWithContext(c.listWatchFailed); err != nil {
 		return nil, fmt.Errorf("kube: pod cache error handler: %w", err)
@@ -222,11 +225,34 @@ func podOf(obj any) *cachedPod {
 	return pod
 }
 
+// goneTTL is how long a deletion is remembered for Gone. A start asks
+// right after the cache's notification of that deletion wakes it, so
+// minutes are ample; without a limit every project ever stopped would keep
+// an entry for the life of the process.
+const goneTTL = 10 * time.Minute
+
+type goneEntry struct {
+	uid types.UID
+	at  time.Time
+}
+
 func (c *Client) remember(obj any) {
 	if pod := podOf(obj); pod != nil {
+		now := c.cfg.Clock.Now()
 		c.goneMu.Lock()
-		c.gone[pod.Name] = pod.UID
-		c.goneMu.Unlock()
+		defer c.goneMu.Unlock()
+		c.gone[pod.Name] = goneEntry{uid: pod.UID, at: now}
+		// Prune when the map has doubled since the last prune: amortized
+		// constant work per deletion, and at most twice the deletions of
+		// the last goneTTL held.
+		if len(c.gone) >= 2*c.goneAfterPrune {
+			for name, e := range c.gone {
+				if now.Sub(e.at) > goneTTL {
+					delete(c.gone, name)
+				}
+			}
+			c.goneAfterPrune = max(len(c.gone), 512)
+		}
 	}
 }
 
@@ -246,7 +272,7 @@ func (c *Client) Gone(name string, uid types.UID) bool {
 	c.goneMu.Lock()
 	defer c.goneMu.Unlock()
 	got, ok := c.gone[name]
-	return ok && got == uid
+	return ok && got.uid == uid && c.cfg.Clock.Since(got.at) <= goneTTL
 }
 
 func (c *Client) changed(obj any) {

@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/fake"
@@ -438,5 +439,56 @@ func TestSlowCreateIsWaitedForNotSentAgain(t *testing.T) {
 	}
 	if got.UID != "uid-1" || posts.Load() != 1 {
 		t.Fatalf("created %q with %d create requests, want uid-1 with 1", got.UID, posts.Load())
+	}
+}
+
+func TestGoneIsRememberedForALimitedTime(t *testing.T) {
+	c, _, clk := newClient(t)
+	deleted := func(name string, uid types.UID) {
+		obj, _ := compactPod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: ns, UID: uid}})
+		c.remember(obj)
+	}
+	deleted("project-a", "uid-a")
+	if !c.Gone("project-a", "uid-a") {
+		t.Fatal("a pod just deleted is not gone")
+	}
+	if c.Gone("project-a", "uid-older") {
+		t.Error("another pod of the same name reported gone")
+	}
+	// A new pod of the name cancels it.
+	obj, _ := compactPod(&corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "project-a", Namespace: ns, UID: "uid-a2"}})
+	c.forget(obj)
+	if c.Gone("project-a", "uid-a") {
+		t.Error("gone after a pod of the name came back")
+	}
+
+	// Old deletions are not reported, and are dropped as more come: a
+	// process that has stopped many projects does not keep one entry per
+	// project forever.
+	deleted("project-b", "uid-b")
+	clk.Step(goneTTL + time.Second)
+	if c.Gone("project-b", "uid-b") {
+		t.Error("a deletion older than goneTTL is still reported")
+	}
+	for i := range 5000 {
+		if i%1000 == 0 {
+			clk.Step(goneTTL + time.Second)
+		}
+		deleted(fmt.Sprintf("project-%d", i), types.UID(fmt.Sprint(i)))
+	}
+	c.goneMu.Lock()
+	_, kept := c.gone["project-b"]
+	size := len(c.gone)
+	c.goneMu.Unlock()
+	if kept {
+		t.Error("an expired deletion is still held")
+	}
+	// At most twice the deletions of the last goneTTL (1,000) plus the
+	// floor of 512 before a prune.
+	if size > 2*1000+512 {
+		t.Errorf("%d deletions held, want at most %d", size, 2*1000+512)
+	}
+	if !c.Gone("project-4999", "4999") {
+		t.Error("the latest deletion is not gone")
 	}
 }
