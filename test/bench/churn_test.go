@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/client-go/kubernetes"
+
 	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 )
@@ -17,14 +19,7 @@ import (
 // kwok's pod-delete stage could delete the next pod of a name (see
 // test/cluster TestGracefulDeleteNeverReachesTheNextPodOfTheName).
 func TestChurnHasNoErrors(t *testing.T) {
-	c := cluster.Get(t)
-	if c.Tier != cluster.TierAPI {
-		t.Skipf("the bench runs on the api tier (this is %s)", c.Tier)
-	}
-	admin, err := clientFor(c.RESTConfig, 1000, 2000, "cocalc-bench-test")
-	if err != nil {
-		t.Fatal(err)
-	}
+	c, admin := apiTierAdmin(t)
 	if _, err := PrepareNamespace(t.Context(), admin, nsInProc); err != nil {
 		t.Fatal(err)
 	}
@@ -62,3 +57,18 @@ func TestChurnHasNoErrors(t *testing.T) {
 }
 
 const churnWindow = 10 * time.Second
+
+// apiTierAdmin returns the api tier and an admin client as the bench makes
+// it, or skips: the bench runs on the api tier only.
+func apiTierAdmin(t *testing.T) (*cluster.Cluster, *kubernetes.Clientset) {
+	t.Helper()
+	c := cluster.Get(t)
+	if c.Tier != cluster.TierAPI {
+		t.Skipf("the bench runs on the api tier (this is %s)", c.Tier)
+	}
+	admin, err := clientFor(c.RESTConfig, 1000, 2000, "cocalc-bench-test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c, admin
+}

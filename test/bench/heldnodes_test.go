@@ -8,7 +8,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"gitlab.com/resurgo/cocalc-kubernetes/test/cluster"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/kube"
 )
@@ -18,15 +17,8 @@ import (
 // nodes alive by renewing their Leases, and its pods and nodes are removed
 // by the bench's clean-up.
 func TestFillPodsMakesRunningProjects(t *testing.T) {
-	c := cluster.Get(t)
-	if c.Tier != cluster.TierAPI {
-		t.Skipf("the bench runs on the api tier (this is %s)", c.Tier)
-	}
+	_, admin := apiTierAdmin(t)
 	ctx := t.Context()
-	admin, err := clientFor(c.RESTConfig, 1000, 2000, "cocalc-bench-test")
-	if err != nil {
-		t.Fatal(err)
-	}
 	const ns = "bench-fill-test"
 	nfsIP, err := PrepareNamespace(ctx, admin, ns)
 	if err != nil {
