@@ -14,7 +14,6 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
@@ -33,34 +32,16 @@ type actionRequest struct {
 	Finished json.RawMessage `json:"finished"`
 }
 
-// lockKey namespaces advisory locks so they cannot collide with the hub's.
-const lockKey = `hashtextextended('cocalc-k8s/' || $1::text, 0)`
-
-// withLock runs f holding a session advisory lock named name on a pooled
-// connection. It returns false when another session holds the lock. The
-// lock goes away with the session, so a crashed holder frees it.
-func (c *controller) withLock(ctx context.Context, name string, f func(conn *pgxpool.Conn)) (bool, error) {
-	conn, err := c.pool.Acquire(ctx)
-	if err != nil {
-		return false, fmt.Errorf("acquire connection: %w", err)
+// withLock runs f holding the advisory lock named name (lockSession). It
+// returns false when another controller, or another request of this one,
+// holds the lock.
+func (c *controller) withLock(ctx context.Context, name string, f func()) (bool, error) {
+	locked, err := c.locks.tryLock(ctx, name)
+	if err != nil || !locked {
+		return false, err
 	}
-	defer conn.Release()
-	var locked bool
-	if err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock(`+lockKey+`)`, name).Scan(&locked); err != nil {
-		return false, fmt.Errorf("advisory lock %s: %w", name, err)
-	}
-	if !locked {
-		return false, nil
-	}
-	defer func() {
-		uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		if _, err := conn.Exec(uctx, `SELECT pg_advisory_unlock(`+lockKey+`)`, name); err != nil {
-			// Ending the session is the other way to drop the lock.
-			_ = conn.Conn().Close(uctx)
-		}
-	}()
-	f(conn)
+	defer c.locks.unlock(name)
+	f()
 	return true, nil
 }
 
@@ -69,8 +50,8 @@ func (c *controller) withLock(ctx context.Context, name string, f func(conn *pgx
 func (c *controller) handleAction(ctx context.Context, id project.ID) error {
 	log := c.log.With("project", id)
 	var performErr error
-	ok, err := c.withLock(ctx, "action/"+id.String(), func(conn *pgxpool.Conn) {
-		performErr = c.claimAndPerform(ctx, conn, id, log)
+	ok, err := c.withLock(ctx, "action/"+id.String(), func() {
+		performErr = c.claimAndPerform(ctx, id, log)
 	})
 	if err != nil {
 		return fmt.Errorf("claim action request: %w", err)
@@ -81,10 +62,10 @@ func (c *controller) handleAction(ctx context.Context, id project.ID) error {
 	return performErr
 }
 
-func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id project.ID, log *slog.Logger) error {
+func (c *controller) claimAndPerform(ctx context.Context, id project.ID, log *slog.Logger) error {
 	var raw []byte
 	var runQuota, settings, users []byte
-	err := conn.QueryRow(ctx, `SELECT action_request, run_quota, settings, users FROM projects WHERE project_id = $1`, id).
+	err := c.pool.QueryRow(ctx, `SELECT action_request, run_quota, settings, users FROM projects WHERE project_id = $1`, id).
 		Scan(&raw, &runQuota, &settings, &users)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil
@@ -98,13 +79,13 @@ func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id
 	}
 	if problem != "" {
 		log.Warn("malformed action request", "request", truncate(string(raw), 200), "problem", problem)
-		return c.rejectMalformed(ctx, conn, id, raw, problem)
+		return c.rejectMalformed(ctx, id, raw, problem)
 	}
 	if len(req.Finished) > 0 && string(req.Finished) != "null" {
 		return nil
 	}
 	if t, ok := parseJSTime(req.Time); ok && time.Since(t) > c.cfg.MaxRequestAge {
-		return c.finish(ctx, conn, id, req.Time, fmt.Errorf("request from %s expired (older than %s) before a controller could perform it", t.Format(time.RFC3339), c.cfg.MaxRequestAge))
+		return c.finish(ctx, id, req.Time, fmt.Errorf("request from %s expired (older than %s) before a controller could perform it", t.Format(time.RFC3339), c.cfg.MaxRequestAge))
 	}
 	recovering := len(req.Started) > 0 && string(req.Started) != "null"
 	if recovering {
@@ -112,7 +93,7 @@ func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id
 	}
 	// Mark started (keeping the first controller's time when recovering)
 	// only if the request is still the one read above.
-	tag, err := conn.Exec(ctx, `UPDATE projects SET action_request =
+	tag, err := c.pool.Exec(ctx, `UPDATE projects SET action_request =
 			(action_request - 'err') || jsonb_build_object('started', COALESCE(NULLIF(action_request->'started', 'null'::jsonb), `+nowJSON+`), 'controller', $3::text)
 		WHERE project_id = $1 AND action_request->'time' IS NOT DISTINCT FROM $2::jsonb`,
 		id, jsonParam(req.Time), c.cfg.ID)
@@ -156,7 +137,7 @@ func (c *controller) claimAndPerform(ctx context.Context, conn *pgxpool.Conn, id
 	if !c.refreshState(ctx, id) && ctx.Err() != nil {
 		return nil // shutting down: the next controller performs it again
 	}
-	return c.finish(ctx, conn, id, req.Time, actionErr)
+	return c.finish(ctx, id, req.Time, actionErr)
 }
 
 // performing is a request in progress.
@@ -221,8 +202,8 @@ func parseRequest(raw []byte) (actionRequest, string) {
 
 // rejectMalformed records the problem as the request's error and finishes
 // it, so the hub stops waiting and the controller never retries it.
-func (c *controller) rejectMalformed(ctx context.Context, conn *pgxpool.Conn, id project.ID, raw []byte, problem string) error {
-	_, err := conn.Exec(ctx, `UPDATE projects SET action_request =
+func (c *controller) rejectMalformed(ctx context.Context, id project.ID, raw []byte, problem string) error {
+	_, err := c.pool.Exec(ctx, `UPDATE projects SET action_request =
 			CASE WHEN jsonb_typeof(action_request) = 'object'
 				THEN action_request || jsonb_build_object('err', $2::text, 'finished', `+nowJSON+`)
 				ELSE jsonb_build_object('err', $2::text, 'finished', `+nowJSON+`, 'invalid', action_request)
@@ -236,7 +217,7 @@ func (c *controller) rejectMalformed(ctx context.Context, conn *pgxpool.Conn, id
 
 // finish writes finished (and err) if the request is still the same one.
 // A lost connection is retried on fresh ones until ctx ends.
-func (c *controller) finish(ctx context.Context, conn *pgxpool.Conn, id project.ID, reqTime json.RawMessage, actionErr error) error {
+func (c *controller) finish(ctx context.Context, id project.ID, reqTime json.RawMessage, actionErr error) error {
 	var errText *string
 	if actionErr != nil {
 		s := actionErr.Error()
@@ -250,15 +231,8 @@ func (c *controller) finish(ctx context.Context, conn *pgxpool.Conn, id project.
 			AND COALESCE(action_request->'finished', 'null'::jsonb) = 'null'::jsonb`
 	var tag pgconn.CommandTag
 	var err error
-	first := true
 	rerr := c.retry(ctx, func(ctx context.Context) (bool, error) {
-		// A lost connection is replaced by a fresh one from the pool.
-		if first {
-			tag, err = conn.Exec(ctx, q, id, jsonParam(reqTime), errText)
-			first = false
-		} else {
-			tag, err = c.pool.Exec(ctx, q, id, jsonParam(reqTime), errText)
-		}
+		tag, err = c.pool.Exec(ctx, q, id, jsonParam(reqTime), errText)
 		if err != nil && ctx.Err() == nil {
 			c.log.Warn("cannot record finished action; retrying", "project", id, "err", err)
 		}

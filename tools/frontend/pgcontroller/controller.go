@@ -97,7 +97,12 @@ type Config struct {
 	// run_quota written back to the hub to what the pod gets.
 	Resources *podtemplate.Resources
 
-	// Workers bounds concurrent actions (8).
+	// Workers bounds concurrent actions (DefaultWorkers). A start holds
+	// its worker until the project runs or its deadline passes (minutes
+	// for a pod that never becomes ready), so with a few workers a few
+	// projects that never start held every other start of the site back.
+	// A waiting action costs a goroutine, not a database connection; pod
+	// creates are paced by the orchestrator's client QPS.
 	Workers int
 	// CopyWorkers bounds concurrent copy_paths rows (4); two copies that
 	// involve the same project never run at once.
@@ -134,7 +139,7 @@ func (c *Config) setDefaults() {
 		c.ProjectHome = "/home/user"
 	}
 	if c.Workers <= 0 {
-		c.Workers = 8
+		c.Workers = DefaultWorkers
 	}
 	if c.CopyWorkers <= 0 {
 		c.CopyWorkers = 4
@@ -170,6 +175,7 @@ type controller struct {
 	cfg      Config
 	log      *slog.Logger
 	pool     *pgxpool.Pool
+	locks    *lockSession
 	projects orchestrator.Watcher
 	states   *stateWriter
 	// queue holds projects whose action request needs a look. It never
@@ -212,15 +218,22 @@ func Run(ctx context.Context, cfg Config, projects orchestrator.Watcher) error {
 	// LOCALTIMESTAMP whatever zone the database runs in. Dates in JSON
 	// (action_request) are explicit UTC ("…Z") and unaffected.
 	pcfg.ConnConfig.RuntimeParams["application_name"] = "cocalc-k8s-controller"
-	pcfg.MaxConns = int32(cfg.Workers + cfg.CopyWorkers + 4)
+	// Requests hold a pooled connection only for their queries, not while
+	// they are performed (their claims are on the lock session): the pool
+	// does not grow with Workers. With the lock session and LISTEN, the
+	// controller uses at most MaxConns + 2 database connections.
+	pcfg.MaxConns = int32(min(cfg.Workers, maxActionConns) + cfg.CopyWorkers + 4)
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		return fmt.Errorf("database pool: %w", err)
 	}
 	defer pool.Close()
+	log := cfg.Logger.With("controller", cfg.ID)
+	locks := newLockSession(pcfg.ConnConfig, log)
+	defer locks.close()
 
 	c := &controller{
-		cfg: cfg, log: cfg.Logger.With("controller", cfg.ID), pool: pool, projects: projects,
+		cfg: cfg, log: log, pool: pool, locks: locks, projects: projects,
 		inflight: map[project.ID]bool{}, running: map[project.ID]*performing{}, stuckSince: map[project.ID]time.Time{},
 		queue: workqueue.NewTypedRateLimitingQueueWithConfig(rateLimiter(cfg),
 			workqueue.TypedRateLimitingQueueConfig[project.ID]{Name: "pgcontroller-actions"}),
@@ -261,6 +274,15 @@ var requiredColumns = map[string][]string{
 	"projects":   {"project_id", "action_request", "state", "status", "run_quota", "settings", "users", "last_edited", "last_started"},
 	"copy_paths": {"id", "time", "source_project_id", "source_path", "target_project_id", "target_path", "overwrite_newer", "delete_missing", "backup", "public", "exclude", "timeout", "scheduled", "started", "finished", "error", "expire"},
 }
+
+// DefaultWorkers is Config.Workers' default: enough concurrent actions
+// for a large course starting at once (50 pod creates a second at the
+// chart's default client QPS, each project a few seconds to ready) with
+// room for projects that never start.
+const DefaultWorkers = 256
+
+// maxActionConns bounds the database connections of the action workers.
+const maxActionConns = 16
 
 // maxRetryDelay caps the retry schedule and the rate-limited retries.
 const maxRetryDelay = 10 * time.Second

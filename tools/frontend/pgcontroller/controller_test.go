@@ -607,3 +607,44 @@ func TestExplicitNullMarkersAreUnset(t *testing.T) {
 		t.Errorf("request %v: started must be a time", req)
 	}
 }
+
+func TestProjectsThatNeverStartHoldNoOtherStartBack(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, sharedServer(t))
+	// More projects that never start than a small worker pool has workers
+	// (a crash loop or an image that cannot be pulled, each until its
+	// start deadline), with the default configuration.
+	const n = 40
+	stuck := map[project.ID]bool{}
+	var stuckIDs []string
+	for i := range n {
+		id := fmt.Sprintf("%08d-0000-4000-8000-000000000000", i+1)
+		stuck[project.MustParse(id)] = true
+		stuckIDs = append(stuckIDs, id)
+		e.addProject(id)
+	}
+	e.addProject(p1)
+	e.fake.StartDelayFor = func(id project.ID) time.Duration {
+		if stuck[id] {
+			return time.Hour
+		}
+		return 0
+	}
+	e.start(e.config(), e.fake)
+	for _, id := range stuckIDs {
+		e.request(id, "start")
+	}
+	eventually(t, "every stuck start in progress at once", func() bool {
+		for _, id := range stuckIDs {
+			if e.fake.CountCalls("start", project.MustParse(id)) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	e.request(p1, "start")
+	if req := e.waitFinished(p1); req["err"] != nil {
+		t.Fatalf("start behind stuck projects: %v", req)
+	}
+	eventually(t, "p1 running", func() bool { _, st := e.row(p1); return st["state"] == "running" })
+}

@@ -10,7 +10,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgxpool"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
 )
@@ -110,9 +109,9 @@ const resumeMarker = "cocalc-k8s: retrying once: the controller stopped while pe
 // action requests: advisory lock, then re-read, started marker, finished.
 func (c *controller) handleCopy(ctx context.Context, id string) {
 	log := c.log.With("copy", id)
-	_, err := c.withLock(ctx, "copy/"+id, func(conn *pgxpool.Conn) {
+	_, err := c.withLock(ctx, "copy/"+id, func() {
 		var r copyRow
-		err := conn.QueryRow(ctx, `SELECT COALESCE(source_project_id::text, ''), COALESCE(source_path, ''),
+		err := c.pool.QueryRow(ctx, `SELECT COALESCE(source_project_id::text, ''), COALESCE(source_path, ''),
 				COALESCE(target_project_id::text, ''), COALESCE(target_path, ''),
 				overwrite_newer, delete_missing, backup, public, exclude, timeout::float8, started, finished, error
 			FROM copy_paths WHERE id = $1`, id).
@@ -128,17 +127,17 @@ func (c *controller) handleCopy(ctx context.Context, id string) {
 		if r.started != nil {
 			if r.errText != nil && *r.errText == resumeMarker {
 				log.Error("a copy was interrupted twice; failing it instead of retrying")
-				c.finishCopy(ctx, conn, id, errors.New("copy failed: the controller stopped twice while performing it "+
+				c.finishCopy(ctx, id, errors.New("copy failed: the controller stopped twice while performing it "+
 					"(a crash or running out of memory); it is not retried"), log)
 				return
 			}
 			log.Info("resuming a copy another controller started but did not finish")
-			if _, err := conn.Exec(ctx, `UPDATE copy_paths SET error = $2 WHERE id = $1`, id, resumeMarker); err != nil {
+			if _, err := c.pool.Exec(ctx, `UPDATE copy_paths SET error = $2 WHERE id = $1`, id, resumeMarker); err != nil {
 				log.Warn("cannot mark copy resumed", "err", err)
 				return
 			}
 		}
-		if _, err := conn.Exec(ctx, `UPDATE copy_paths SET started = COALESCE(started, now() AT TIME ZONE 'UTC') WHERE id = $1`, id); err != nil {
+		if _, err := c.pool.Exec(ctx, `UPDATE copy_paths SET started = COALESCE(started, now() AT TIME ZONE 'UTC') WHERE id = $1`, id); err != nil {
 			log.Warn("cannot mark copy started", "err", err)
 			return
 		}
@@ -147,7 +146,7 @@ func (c *controller) handleCopy(ctx context.Context, id string) {
 			timeout = time.Duration(*r.timeout * float64(time.Second))
 		}
 		cctx, cancel := context.WithTimeout(ctx, timeout)
-		copyErr := c.checkPublic(cctx, conn, r)
+		copyErr := c.checkPublic(cctx, r)
 		if copyErr == nil {
 			copyErr = c.cfg.copyFiles(cctx, projectfiles.CopyRequest{
 				SourceProject: r.source, SourcePath: r.sourcePath,
@@ -163,7 +162,7 @@ func (c *controller) handleCopy(ctx context.Context, id string) {
 			// the next controller performs it as new.
 			uctx, ucancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer ucancel()
-			_, _ = conn.Exec(uctx, `UPDATE copy_paths SET started = NULL WHERE id = $1 AND finished IS NULL`, id)
+			_, _ = c.pool.Exec(uctx, `UPDATE copy_paths SET started = NULL WHERE id = $1 AND finished IS NULL`, id)
 			return
 		}
 		if errors.Is(copyErr, context.DeadlineExceeded) {
@@ -172,7 +171,7 @@ func (c *controller) handleCopy(ctx context.Context, id string) {
 		if copyErr != nil {
 			log.Warn("copy failed", "err", copyErr)
 		}
-		c.finishCopy(ctx, conn, id, copyErr, log)
+		c.finishCopy(ctx, id, copyErr, log)
 	})
 	if err != nil && ctx.Err() == nil {
 		log.Warn("cannot claim copy request", "err", err)
@@ -181,19 +180,17 @@ func (c *controller) handleCopy(ctx context.Context, id string) {
 
 // finishCopy writes finished and the error (nil clears a resume marker),
 // retrying database errors until ctx ends.
-func (c *controller) finishCopy(ctx context.Context, conn *pgxpool.Conn, id string, copyErr error, log *slog.Logger) {
+func (c *controller) finishCopy(ctx context.Context, id string, copyErr error, log *slog.Logger) {
 	var errText *string
 	if copyErr != nil {
 		s := copyErr.Error()
 		errText = &s
 	}
 	const q = `UPDATE copy_paths SET finished = now() AT TIME ZONE 'UTC', error = $2 WHERE id = $1`
-	exec := conn.Exec
 	_ = c.retry(ctx, func(ctx context.Context) (bool, error) {
-		_, err := exec(ctx, q, id, errText)
+		_, err := c.pool.Exec(ctx, q, id, errText)
 		if err != nil && ctx.Err() == nil {
 			log.Warn("cannot record finished copy; retrying", "err", err)
-			exec = c.pool.Exec // a lost connection is replaced by a fresh one
 		}
 		return err == nil, nil
 	})
@@ -208,7 +205,7 @@ var ErrNotPublic = errors.New("not a published path")
 // decides. The source path (cleaned, with ".." refused) must be a
 // public_paths row of the same project that is not disabled, or lie below
 // one ("<path>/…"); the copy then follows no link (SourceNoFollow).
-func (c *controller) checkPublic(ctx context.Context, conn *pgxpool.Conn, r copyRow) error {
+func (c *controller) checkPublic(ctx context.Context, r copyRow) error {
 	if !deref(r.public) {
 		return nil
 	}
@@ -216,7 +213,7 @@ func (c *controller) checkPublic(ctx context.Context, conn *pgxpool.Conn, r copy
 	if err != nil {
 		return err
 	}
-	rows, err := conn.Query(ctx, `SELECT COALESCE(path, '') FROM public_paths
+	rows, err := c.pool.Query(ctx, `SELECT COALESCE(path, '') FROM public_paths
 		WHERE project_id = $1 AND disabled IS NOT TRUE`, r.source)
 	if err != nil {
 		return fmt.Errorf("cannot check that the source of a public copy is published: %w", err)

@@ -35,6 +35,9 @@ type Fake struct {
 
 	// StartDelay makes Start take this long (interruptible by ctx).
 	StartDelay time.Duration
+	// StartDelayFor, when set, gives a project's Start a delay of its own
+	// instead of StartDelay (e.g. some projects that never start).
+	StartDelayFor func(id project.ID) time.Duration
 	// StartErr, when it returns non-nil for a project, fails Start with it.
 	StartErr func(id project.ID) error
 	// StatusErr, when set, fails Status (simulates an unreachable API).
@@ -55,6 +58,9 @@ func (f *Fake) Start(ctx context.Context, id project.ID, req orchestrator.StartR
 	f.mu.Lock()
 	f.calls = append(f.calls, Call{Op: "start", ProjectID: id, Request: req})
 	startErr, delay := f.StartErr, f.StartDelay
+	if f.StartDelayFor != nil {
+		delay = f.StartDelayFor(id)
+	}
 	f.mu.Unlock()
 	if err := id.Validate(); err != nil {
 		return orchestrator.ProjectStatus{}, err
