@@ -402,7 +402,12 @@ func newInProcess(ctx context.Context, rc *rest.Config, work string, cfg Config)
 	if err != nil {
 		return nil, nil, err
 	}
-	cs, err := clientFor(rc, cfg.QPS, cfg.QPSBurst, "cocalc-k8s-inproc")
+	// One client-side limiter for client-go and the kube.Client's calls,
+	// as serve builds it.
+	limiter := kube.NewLimiter(cfg.QPS, cfg.QPSBurst)
+	limited := rest.CopyConfig(rc)
+	limited.RateLimiter = limiter
+	cs, err := clientFor(limited, cfg.QPS, cfg.QPSBurst, "cocalc-k8s-inproc")
 	if err != nil {
 		return nil, nil, err
 	}
@@ -412,7 +417,7 @@ func newInProcess(ctx context.Context, rc *rest.Config, work string, cfg Config)
 	if err != nil {
 		return nil, nil, err
 	}
-	kc, err := kube.New(cs, kube.Config{Namespace: tpl.Namespace, Selector: tpl.SelectorLabels, Logger: quiet, Events: events.CoreV1()})
+	kc, err := kube.New(cs, kube.Config{Namespace: tpl.Namespace, Selector: tpl.SelectorLabels, Logger: quiet, Events: events.CoreV1(), Limiter: limiter})
 	if err != nil {
 		return nil, nil, err
 	}

@@ -60,6 +60,11 @@ type Config struct {
 	// waiting for a rate-limiter token). The operation's own deadline
 	// bounds it too.
 	WriteTimeout time.Duration
+	// Limiter, when set, is the client-side rate limit the clientset was
+	// built with (rest.Config.RateLimiter): calls take their token from it
+	// before their attempt's timeout starts (see Limiter). Without it
+	// (tests with fake clientsets), client-go waits inside the attempt.
+	Limiter *Limiter
 	// ThrottleRetryDelay is how long a request refused by the client's own
 	// rate limiter (QPS/Burst) waits before queueing again (default 1s).
 	ThrottleRetryDelay time.Duration
@@ -440,7 +445,18 @@ func (c *Client) callOnce(ctx context.Context, verb string, timeout time.Duratio
 	var last error
 	throttled := false
 	err := wait.ExponentialBackoffWithContext(ctx, c.cfg.Backoff, func(ctx context.Context) (bool, error) {
-		callCtx, cancel := context.WithTimeout(ctx, timeout)
+		attemptCtx := ctx
+		if c.cfg.Limiter != nil {
+			// The token first, bounded by the operation; then the whole
+			// timeout is the server's to answer.
+			var err error
+			if attemptCtx, err = c.cfg.Limiter.prepaid(ctx); err != nil {
+				last = fmt.Errorf("%s: %s: %w", verb, clientThrottled, err)
+				throttled = ctx.Err() == nil
+				return false, last
+			}
+		}
+		callCtx, cancel := context.WithTimeout(attemptCtx, timeout)
 		defer cancel()
 		last = fn(callCtx)
 		if last == nil {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -490,5 +491,54 @@ func TestGoneIsRememberedForALimitedTime(t *testing.T) {
 	}
 	if !c.Gone("project-4999", "4999") {
 		t.Error("the latest deletion is not gone")
+	}
+}
+
+// TestAttemptTimeoutStartsAfterTheToken: a call takes its client-side rate
+// limit token before its attempt's timeout starts, so however deep the
+// queue, the whole timeout is left for the server's answer (a request sent
+// with a second of it left was answered too late and sent again).
+func TestAttemptTimeoutStartsAfterTheToken(t *testing.T) {
+	limiter := NewLimiter(10, 1) // a token every 100 ms
+	const timeout = 300 * time.Millisecond
+	c, err := New(fake.NewClientset(), Config{Namespace: ns, Selector: selector, WriteTimeout: timeout, Limiter: limiter})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Eight calls at once: the last token comes 700 ms after the first,
+	// more than twice the attempt timeout.
+	const n = 8
+	var mu sync.Mutex
+	var left []time.Duration
+	attempts := 0
+	errs := make(chan error, n)
+	for range n {
+		go func() {
+			errs <- c.call(t.Context(), "create", timeout, func(ctx context.Context) error {
+				// What client-go does with the clientset's limiter.
+				if err := limiter.Wait(ctx); err != nil {
+					return fmt.Errorf("%s: %w", clientThrottled, err)
+				}
+				deadline, _ := ctx.Deadline()
+				mu.Lock()
+				attempts++
+				left = append(left, time.Until(deadline))
+				mu.Unlock()
+				return nil
+			})
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	if attempts != n {
+		t.Errorf("%d attempts for %d calls", attempts, n)
+	}
+	for _, l := range left {
+		if l < timeout/2 {
+			t.Errorf("an attempt was sent with %s of its %s timeout left", l, timeout)
+		}
 	}
 }

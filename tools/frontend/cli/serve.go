@@ -208,7 +208,11 @@ func newKubeClient(kubeconfig string, qps float32, burst int, tpl *podtemplate.T
 		return nil, err
 	}
 	// client-go's default (5 QPS) would make a burst of starts take minutes.
+	// One limiter for client-go and the Client's own calls, which take
+	// their tokens before their attempts' timeouts start (kube.Limiter).
 	cfg.QPS, cfg.Burst = qps, burst
+	limiter := kube.NewLimiter(qps, burst)
+	cfg.RateLimiter = limiter
 	cfg.UserAgent = "cocalc-k8s/" + Version
 	// Protobuf rather than JSON: pods and Events are built-in types the API
 	// server serves as protobuf, several times cheaper to decode. Filling
@@ -225,7 +229,7 @@ func newKubeClient(kubeconfig string, qps float32, burst int, tpl *podtemplate.T
 		return nil, withCode(ExitUsage, fmt.Errorf("kubernetes events client: %w", err))
 	}
 	return kube.New(cs, kube.Config{Namespace: tpl.Namespace, Selector: tpl.SelectorLabels, Logger: slog.Default(), Errors: errs,
-		Events: events.CoreV1()})
+		Events: events.CoreV1(), Limiter: limiter})
 }
 
 // eventsConfig is the connection Events are written over: the same server
