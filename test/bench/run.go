@@ -219,6 +219,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 			for i := range batch {
 				batch[i] = NewID()
 			}
+			settleBefore(ctx, admin, log)
 			log.Info("concurrent starts", "method", f.Name(), "n", len(batch))
 			b := StartBurst(ctx, env, f, batch)
 			log.Info("burst done", "method", f.Name(), "all_running", b.AllRunning, "errors", b.Errors, "first_error", b.FirstError)
@@ -238,6 +239,7 @@ func Run(ctx context.Context, cfg Config) (*Results, error) {
 		}
 		for len(batch) > 0 {
 			n := min(len(batch), cfg.Burst)
+			settleBefore(ctx, admin, log)
 			log.Info("concurrent starts", "n", n, "running_before", len(ids))
 			b := StartBurst(ctx, env, httpM, batch[:n])
 			log.Info("burst done", "all_running", b.AllRunning, "errors", b.Errors, "first_error", b.FirstError)
