@@ -36,6 +36,7 @@ type serveOptions struct {
 	kubeconfig        string
 	qps               float32
 	burst             int
+	maxInFlight       int
 	idleCheckInterval time.Duration
 	idleStop          string
 	shutdownTimeout   time.Duration
@@ -90,6 +91,10 @@ label-filtered informer, and serves:
   --health-listen  only /healthz, /readyz (pod cache synced) and /metrics, for
                    kubelet probes and Prometheus.
 
+At most --max-inflight start, restart and stop requests are served at once
+(each waits until its project runs or is gone); beyond, the API answers 429
+with Retry-After, and its client (smc-compute, the CLI) sends them again.
+
 --hub-protocol selects the hub: smc-compute (the 2020 server image runs
 the smc-compute program, which calls the project API) or database (current
 CoCalc: projects are driven through the hub's PostgreSQL database given by
@@ -127,6 +132,7 @@ finish for up to --shutdown-timeout, then exits 0.`,
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
 	f.Float32Var(&o.qps, "kube-qps", 50, "Kubernetes API client queries per second")
 	f.IntVar(&o.burst, "kube-burst", 100, "Kubernetes API client burst")
+	f.IntVar(&o.maxInFlight, "max-inflight", httpapi.DefaultMaxInFlight, "start, restart and stop requests the HTTP API serves at once; beyond, it answers 429 with Retry-After (its client retries)")
 	f.DurationVar(&o.idleCheckInterval, "idle-check-interval", time.Minute, "period of the idle-stop and clean-up loops")
 	f.StringVar(&o.idleStop, "idle-stop", "auto", "stop projects idle longer than their idle timeout: auto (on exactly when the hub's database is an activity source: --hub-protocol=database, or smc-compute with --postgres), on (without --postgres: something calls the API's touch), off")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running requests may finish after SIGTERM")
@@ -247,8 +253,8 @@ func eventsConfig(cfg *rest.Config) *rest.Config {
 
 func runServe(parent context.Context, o serveOptions) error {
 	log := slog.Default()
-	if o.qps <= 0 || o.burst <= 0 || o.idleCheckInterval <= 0 || o.shutdownTimeout <= 0 {
-		return usageErrorf("--kube-qps, --kube-burst, --idle-check-interval and --shutdown-timeout must be > 0")
+	if o.qps <= 0 || o.burst <= 0 || o.idleCheckInterval <= 0 || o.shutdownTimeout <= 0 || o.maxInFlight <= 0 {
+		return usageErrorf("--kube-qps, --kube-burst, --max-inflight, --idle-check-interval and --shutdown-timeout must be > 0")
 	}
 	idle, err := resolveIdlePolicy(o.hubProtocol, o.idleStop, o.postgres != "")
 	if err != nil {
@@ -331,7 +337,7 @@ func runServe(parent context.Context, o serveOptions) error {
 	}()
 
 	servers := []*http.Server{
-		{Handler: httpapi.NewAPI(orch, metricsHandler, log), ReadHeaderTimeout: 10 * time.Second},
+		{Handler: httpapi.NewAPI(orch, metricsHandler, log, httpapi.Options{MaxInFlight: o.maxInFlight}), ReadHeaderTimeout: 10 * time.Second},
 		{Handler: httpapi.NewHealth(orch.Ready, metricsHandler), ReadHeaderTimeout: 10 * time.Second},
 	}
 	serveErr := make(chan error, len(servers))

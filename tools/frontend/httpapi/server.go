@@ -10,8 +10,9 @@
 //
 // Errors are JSON {"error": "...", "status": {...}?}: 400 bad input (ID,
 // JSON, unknown fields, quota), 404 unknown route, 405 wrong method, 409
-// stopped while starting, 413 body too large, 502 Kubernetes API failure,
-// 503 shutting down or not ready, 504 operation timed out.
+// stopped while starting, 413 body too large, 429 too many operations in
+// progress (Retry-After; see Options.MaxInFlight), 502 Kubernetes API
+// failure, 503 shutting down or not ready, 504 operation timed out.
 package httpapi
 
 import (
@@ -22,6 +23,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"strconv"
 	"strings"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -52,12 +54,36 @@ type ErrorResponse struct {
 	Status *orchestrator.ProjectStatus `json:"status,omitempty"`
 }
 
+// DefaultMaxInFlight is Options.MaxInFlight's default.
+const DefaultMaxInFlight = 512
+
+// RetryAfterSeconds is the Retry-After of a 429 (Options.MaxInFlight).
+const RetryAfterSeconds = 1
+
+// Options tune the API.
+type Options struct {
+	// MaxInFlight bounds the start, restart and stop operations in progress
+	// (default DefaultMaxInFlight; they wait until the project runs or is
+	// gone). Beyond it a request is answered 429 with Retry-After at once,
+	// and Client sends it again. An operation in progress costs the
+	// process about 90 KB (two goroutines and the connection's buffers
+	// besides the operation), an idle connection waiting to retry a fifth
+	// of that: a burst of 5,000 concurrent starts held 264 MiB, more than
+	// the chart's default memory limit, and the pod creates they wait for
+	// are paced by the client QPS anyway (512 in flight is ten seconds of
+	// creates at 50 QPS).
+	MaxInFlight int
+}
+
 // NewAPI returns the handler of the API listener: the /v1 routes and the
 // health routes. Routing is ServeMux's method-and-path patterns; the
 // method-less patterns behind each route answer other methods with a JSON
 // 405 (ServeMux's own is plain text).
-func NewAPI(o Orchestrator, metrics http.Handler, log *slog.Logger) http.Handler {
-	a := &api{o: o, log: log}
+func NewAPI(o Orchestrator, metrics http.Handler, log *slog.Logger, opts Options) http.Handler {
+	if opts.MaxInFlight <= 0 {
+		opts.MaxInFlight = DefaultMaxInFlight
+	}
+	a := &api{o: o, log: log, inflight: make(chan struct{}, opts.MaxInFlight)}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/projects", a.list)
 	mux.HandleFunc("GET /v1/projects/{id}", a.status)
@@ -116,6 +142,20 @@ func addHealth(mux *http.ServeMux, ready func() bool, metrics http.Handler) {
 type api struct {
 	o   Orchestrator
 	log *slog.Logger
+	// inflight holds a token per waiting operation in progress.
+	inflight chan struct{}
+}
+
+// admit takes an in-flight slot, or answers 429 and returns false.
+func (a *api) admit(w http.ResponseWriter) (release func(), ok bool) {
+	select {
+	case a.inflight <- struct{}{}:
+		return func() { <-a.inflight }, true
+	default:
+		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("%d project operations in progress, the most this API takes at once; retry after %d s", cap(a.inflight), RetryAfterSeconds), nil)
+		return nil, false
+	}
 }
 
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
@@ -159,11 +199,11 @@ func (a *api) restart(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *api) stop(w http.ResponseWriter, r *http.Request) {
-	a.noBody(w, r, "stop", a.o.Stop)
+	a.noBody(w, r, "stop", true, a.o.Stop)
 }
 
 func (a *api) touch(w http.ResponseWriter, r *http.Request) {
-	a.noBody(w, r, "touch", a.o.Touch)
+	a.noBody(w, r, "touch", false, a.o.Touch)
 }
 
 // withRequest runs an operation that takes a start request body.
@@ -177,12 +217,18 @@ func (a *api) withRequest(w http.ResponseWriter, r *http.Request, action string,
 		writeError(w, code, err.Error(), nil)
 		return
 	}
+	release, ok := a.admit(w)
+	if !ok {
+		return
+	}
+	defer release()
 	st, err := op(r.Context(), id, req)
 	a.answer(w, action, id, st, err)
 }
 
-// noBody runs an operation whose body must be empty (or {}).
-func (a *api) noBody(w http.ResponseWriter, r *http.Request, action string, op func(context.Context, project.ID) (orchestrator.ProjectStatus, error)) {
+// noBody runs an operation whose body must be empty (or {}); waits says
+// whether it waits for the cluster (and so takes an in-flight slot).
+func (a *api) noBody(w http.ResponseWriter, r *http.Request, action string, waits bool, op func(context.Context, project.ID) (orchestrator.ProjectStatus, error)) {
 	id, ok := projectID(w, r)
 	if !ok {
 		return
@@ -190,6 +236,13 @@ func (a *api) noBody(w http.ResponseWriter, r *http.Request, action string, op f
 	if code, err := decodeBody(w, r, &struct{}{}); err != nil {
 		writeError(w, code, err.Error(), nil)
 		return
+	}
+	if waits {
+		release, ok := a.admit(w)
+		if !ok {
+			return
+		}
+		defer release()
 	}
 	st, err := op(r.Context(), id)
 	a.answer(w, action, id, st, err)

@@ -78,7 +78,7 @@ func (f *fakeOrch) Ready() bool { return f.ready }
 
 func newServer(t *testing.T, f *fakeOrch) *httptest.Server {
 	metrics := http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "cocalc_k8s_up 1\n") })
-	srv := httptest.NewServer(NewAPI(f, metrics, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	srv := httptest.NewServer(NewAPI(f, metrics, slog.New(slog.NewTextHandler(io.Discard, nil)), Options{}))
 	t.Cleanup(srv.Close)
 	return srv
 }

@@ -54,7 +54,7 @@ func TestOneProjectIDRuleInEveryFrontEnd(t *testing.T) {
 
 			// HTTP API: status of the project.
 			fake := orchestratortest.New()
-			srv := httptest.NewServer(httpapi.NewAPI(fake, nil, slog.New(slog.NewTextHandler(io.Discard, nil))))
+			srv := httptest.NewServer(httpapi.NewAPI(fake, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), httpapi.Options{}))
 			defer srv.Close()
 			resp, err := http.Get(srv.URL + "/v1/projects/" + url.PathEscape(tc.id))
 			if err != nil {

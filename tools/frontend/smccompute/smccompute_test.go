@@ -368,7 +368,7 @@ func TestIsInvocation(t *testing.T) {
 // HTTP API of an orchestrator (in memory), as the 2020 compute server would.
 func TestMainOverTheHTTPAPI(t *testing.T) {
 	core := orchestratortest.New()
-	srv := httptest.NewServer(httpapi.NewAPI(core, nil, slog.New(slog.NewTextHandler(io.Discard, nil))))
+	srv := httptest.NewServer(httpapi.NewAPI(core, nil, slog.New(slog.NewTextHandler(io.Discard, nil)), httpapi.Options{}))
 	defer srv.Close()
 	homes := t.TempDir()
 	env := map[string]string{EnvAPI: srv.URL, EnvHomes: homes}
