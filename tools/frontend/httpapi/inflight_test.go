@@ -13,6 +13,7 @@ import (
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/testwait"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator/orchestratortest"
 )
@@ -42,7 +43,7 @@ func TestOperationsInProgressAreBounded(t *testing.T) {
 		cancels[id] = cancel
 		go func() { _, err := client.Start(ctx, id, orchestrator.StartRequest{}); done <- err }()
 	}
-	waitFor(t, "both starts in progress", func() bool {
+	testwait.Eventually(t, "both starts in progress", func() bool {
 		return f.CountCalls("start", hanging[0]) == 1 && f.CountCalls("start", hanging[1]) == 1
 	})
 
@@ -99,22 +100,11 @@ func TestOperationsInProgressAreBounded(t *testing.T) {
 	f2 := project.MustParse("44444444-4444-4444-8444-444444444444")
 	f.StartDelayFor = func(project.ID) time.Duration { return time.Hour }
 	go func() { _, _ = client.Start(t.Context(), f2, orchestrator.StartRequest{}) }()
-	waitFor(t, "the bound full again", func() bool { return f.CountCalls("start", f2) == 1 })
+	testwait.Eventually(t, "the bound full again", func() bool { return f.CountCalls("start", f2) == 1 })
 	_, err := client.Start(ctx, project.MustParse("55555555-5555-4555-8555-555555555555"), orchestrator.StartRequest{})
 	var apiErr *Error
 	if !errors.As(err, &apiErr) || apiErr.StatusCode != http.StatusTooManyRequests || !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("gave up while refused: %v", err)
 	}
 	cancels[hanging[1]]()
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
 }

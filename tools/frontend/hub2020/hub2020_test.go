@@ -19,6 +19,7 @@ import (
 	"gitlab.com/resurgo/cocalc-kubernetes/test/pg"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/testwait"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
@@ -198,7 +199,7 @@ func TestRefreshedProjectSurvivesIdleOneStops(t *testing.T) {
 	if !orch.wasStopped(idle) {
 		t.Fatal("the idle project was not stopped within 4 idle timeouts")
 	}
-	eventually(t, "the project stopped after its user left", func() bool { return orch.wasStopped(busy) })
+	testwait.Eventually(t, "the project stopped after its user left", func() bool { return orch.wasStopped(busy) })
 }
 
 // TestPolicyFromHubDatabase checks the 2020 quota rules on one sweep:
@@ -304,7 +305,7 @@ func TestDatabaseDownStopsNothing(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
-	eventually(t, "a logged failed idle check", func() bool { return strings.Contains(logs.String(), "no project is stopped") })
+	testwait.Eventually(t, "a logged failed idle check", func() bool { return strings.Contains(logs.String(), "no project is stopped") })
 	time.Sleep(300 * time.Millisecond) // several more failing rounds
 	cancel()
 	<-done
@@ -313,7 +314,7 @@ func TestDatabaseDownStopsNothing(t *testing.T) {
 	}
 
 	srv.Restart()
-	eventually(t, "the sweep after the database came back", func() bool {
+	testwait.Eventually(t, "the sweep after the database came back", func() bool {
 		_, err := s.Sweep(context.Background())
 		return err == nil
 	})
@@ -350,16 +351,4 @@ func (s *syncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()
-}
-
-// eventually polls cond; the bound is a liveness limit, not a speed claim.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }

@@ -24,6 +24,7 @@ import (
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/testwait"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator/orchestratortest"
 )
@@ -137,23 +138,11 @@ func (e *env) row(id string) (req map[string]any, state map[string]any) {
 func (e *env) waitFinished(id string) map[string]any {
 	e.t.Helper()
 	var req map[string]any
-	eventually(e.t, "action_request of "+id+" finished", func() bool {
+	testwait.Eventually(e.t, "action_request of "+id+" finished", func() bool {
 		req, _ = e.row(id)
 		return req["finished"] != nil
 	})
 	return req
-}
-
-// eventually polls cond; the bound is a liveness limit, not a speed claim.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 type testWriter struct{ t *testing.T }
@@ -189,7 +178,7 @@ func TestStartStopRestart(t *testing.T) {
 	if req["err"] != nil || req["started"] == nil || req["action"] != "start" {
 		t.Errorf("request after start: %v", req)
 	}
-	eventually(t, "state running with ip", func() bool {
+	testwait.Eventually(t, "state running with ip", func() bool {
 		_, st := e.row(p1)
 		return st["state"] == "running" && st["ip"] != nil && st["time"] != nil
 	})
@@ -219,7 +208,7 @@ func TestStartStopRestart(t *testing.T) {
 
 	e.request(p1, "stop")
 	e.waitFinished(p1)
-	eventually(t, "state opened", func() bool { _, st := e.row(p1); return st["state"] == "opened" && st["ip"] == nil })
+	testwait.Eventually(t, "state opened", func() bool { _, st := e.row(p1); return st["state"] == "opened" && st["ip"] == nil })
 
 	e.request(p1, "restart")
 	e.waitFinished(p1)
@@ -228,7 +217,7 @@ func TestStartStopRestart(t *testing.T) {
 	if token2 != token {
 		t.Error("an existing secret token must be kept across starts")
 	}
-	eventually(t, "running again", func() bool { _, st := e.row(p1); return st["state"] == "running" })
+	testwait.Eventually(t, "running again", func() bool { _, st := e.row(p1); return st["state"] == "running" })
 	if n, m := e.fake.CountCalls("start", p1), e.fake.CountCalls("stop", p1); n != 2 || m != 2 {
 		t.Errorf("after restart: %d starts, %d stops", n, m)
 	}
@@ -323,7 +312,7 @@ func TestStopSupersedesAHangingStart(t *testing.T) {
 	e.fake.StartDelay = time.Hour // e.g. a huge image being pulled
 	e.start(e.config(), e.fake)
 	e.request(p1, "start")
-	eventually(t, "start in progress", func() bool {
+	testwait.Eventually(t, "start in progress", func() bool {
 		req, _ := e.row(p1)
 		return req["started"] != nil && e.fake.CountCalls("start", p1) == 1
 	})
@@ -336,7 +325,7 @@ func TestStopSupersedesAHangingStart(t *testing.T) {
 	if e.fake.CountCalls("stop", p1) != 1 {
 		t.Errorf("stop not performed: %+v", e.fake.Calls(""))
 	}
-	eventually(t, "state opened", func() bool { _, st := e.row(p1); return st["state"] == "opened" })
+	testwait.Eventually(t, "state opened", func() bool { _, st := e.row(p1); return st["state"] == "opened" })
 }
 
 func TestExpiredRequestIsNotPerformed(t *testing.T) {
@@ -361,7 +350,7 @@ func TestCrashBetweenStartedAndFinishedIsRecovered(t *testing.T) {
 	stopA := e.start(e.config(), stuck)
 	e.request(p1, "start")
 	var started any
-	eventually(t, "request started by A", func() bool {
+	testwait.Eventually(t, "request started by A", func() bool {
 		req, _ := e.row(p1)
 		started = req["started"]
 		return started != nil && stuck.CountCalls("start", p1) == 1
@@ -398,7 +387,7 @@ func TestDatabaseRestartMidRun(t *testing.T) {
 	time.Sleep(300 * time.Millisecond)
 	srv.Restart()
 
-	eventually(t, "state written after the database came back", func() bool {
+	testwait.Eventually(t, "state written after the database came back", func() bool {
 		var st []byte
 		if err := e.pool.QueryRow(context.Background(), `SELECT state FROM projects WHERE project_id = $1`, p1).Scan(&st); err != nil {
 			return false
@@ -406,7 +395,7 @@ func TestDatabaseRestartMidRun(t *testing.T) {
 		return strings.Contains(string(st), "CrashLoopBackOff") && strings.Contains(string(st), `"starting"`)
 	})
 	// The listener reconnected: a new request is seen without a scan.
-	eventually(t, "request accepted after restart", func() bool {
+	testwait.Eventually(t, "request accepted after restart", func() bool {
 		_, err := e.pool.Exec(context.Background(), `UPDATE projects SET action_request = jsonb_build_object('action', 'start', 'time', $2::text) WHERE project_id = $1`,
 			p2, time.Now().UTC().Format(time.RFC3339Nano))
 		return err == nil
@@ -423,7 +412,7 @@ func TestScanIsTheSafetyNet(t *testing.T) {
 	cfg := e.config()
 	cfg.ScanInterval = 50 * time.Millisecond
 	e.start(cfg, e.fake)
-	eventually(t, "trigger installed", func() bool {
+	testwait.Eventually(t, "trigger installed", func() bool {
 		var n int
 		_ = e.pool.QueryRow(context.Background(), `SELECT count(*) FROM pg_trigger WHERE tgname = 'cocalc_k8s_action_request'`).Scan(&n)
 		return n == 1
@@ -464,7 +453,7 @@ func TestCopyPaths(t *testing.T) {
 		}
 		return
 	}
-	eventually(t, "copies finished", func() bool {
+	testwait.Eventually(t, "copies finished", func() bool {
 		_, f1, _ := get(ok)
 		_, f2, _ := get(bad)
 		return f1 != nil && f2 != nil
@@ -537,7 +526,7 @@ func TestResyncMarksVanishedPodsOpened(t *testing.T) {
 	}
 	e.exec(`UPDATE projects SET state = '{"state": "running", "ip": "10.9.9.9"}' WHERE project_id = $1`, p2) // its pod is gone
 	e.start(e.config(), e.fake)
-	eventually(t, "states reconciled", func() bool {
+	testwait.Eventually(t, "states reconciled", func() bool {
 		_, s1 := e.row(p1)
 		_, s2 := e.row(p2)
 		return s1["state"] == "running" && s1["ip"] != nil && s2["state"] == "opened" && s2["ip"] == nil
@@ -583,7 +572,7 @@ func TestCopyLeftStartedByACrashIsResumed(t *testing.T) {
 	e.start(e.config(), e.fake)
 	var finished *time.Time
 	var errText *string
-	eventually(t, "copy finished", func() bool {
+	testwait.Eventually(t, "copy finished", func() bool {
 		_ = e.pool.QueryRow(context.Background(), `SELECT finished, error FROM copy_paths WHERE id = $1`, id).Scan(&finished, &errText)
 		return finished != nil
 	})
@@ -634,7 +623,7 @@ func TestProjectsThatNeverStartHoldNoOtherStartBack(t *testing.T) {
 	for _, id := range stuckIDs {
 		e.request(id, "start")
 	}
-	eventually(t, "every stuck start in progress at once", func() bool {
+	testwait.Eventually(t, "every stuck start in progress at once", func() bool {
 		for _, id := range stuckIDs {
 			if e.fake.CountCalls("start", project.MustParse(id)) != 1 {
 				return false
@@ -646,5 +635,5 @@ func TestProjectsThatNeverStartHoldNoOtherStartBack(t *testing.T) {
 	if req := e.waitFinished(p1); req["err"] != nil {
 		t.Fatalf("start behind stuck projects: %v", req)
 	}
-	eventually(t, "p1 running", func() bool { _, st := e.row(p1); return st["state"] == "running" })
+	testwait.Eventually(t, "p1 running", func() bool { _, st := e.row(p1); return st["state"] == "running" })
 }

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/projectfiles"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/testwait"
 )
 
 func (e *env) writeHome(project, rel, content string) {
@@ -42,7 +43,7 @@ func (e *env) copyResult(id string) *string {
 	e.t.Helper()
 	var finished *time.Time
 	var errText *string
-	eventually(e.t, "copy "+id+" finished", func() bool {
+	testwait.Eventually(e.t, "copy "+id+" finished", func() bool {
 		if err := e.pool.QueryRow(context.Background(), `SELECT finished, error FROM copy_paths WHERE id = $1`, id).Scan(&finished, &errText); err != nil {
 			e.t.Fatal(err)
 		}

@@ -15,6 +15,7 @@ import (
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/state"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/testwait"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator/orchestratortest"
 )
@@ -125,7 +126,7 @@ func TestSecretTokenRaceWithTheHub(t *testing.T) {
 	if n := e.fake.CountCalls("start", p1); n != 2 {
 		t.Errorf("%d starts, want 2 (restarted once with the hub's token)", n)
 	}
-	eventually(t, "running", func() bool { _, st := e.row(p1); return st["state"] == "running" })
+	testwait.Eventually(t, "running", func() bool { _, st := e.row(p1); return st["state"] == "running" })
 }
 
 // TestSecretTokenSurvivesAClearedDataDir: project images' init may empty
@@ -212,7 +213,7 @@ func TestTimestampsInADatabaseNotInUTC(t *testing.T) {
 	cfg := e.config()
 	cfg.IdleInterval = 100 * time.Millisecond
 	e.start(cfg, e.fake)
-	eventually(t, "idle project stopped", func() bool {
+	testwait.Eventually(t, "idle project stopped", func() bool {
 		req, _ := e.row(p2)
 		return req["action"] == "stop" && req["finished"] != nil
 	})
@@ -262,7 +263,7 @@ func TestStuckStartIsRemovedAndReported(t *testing.T) {
 	if !strings.Contains(fmt.Sprint(req["err"]), "CrashLoopBackOff") {
 		t.Errorf("request err %v", req["err"])
 	}
-	eventually(t, "opened with the reason", func() bool {
+	testwait.Eventually(t, "opened with the reason", func() bool {
 		_, st := e.row(p1)
 		return st["state"] == "opened" && strings.Contains(fmt.Sprint(st["error"]), "CrashLoopBackOff")
 	})
@@ -283,7 +284,7 @@ func TestStuckStartIsRemovedAndReported(t *testing.T) {
 	if req := e.waitFinished(p1); req["err"] != nil {
 		t.Fatalf("next start: %v", req["err"])
 	}
-	eventually(t, "running without the old error", func() bool {
+	testwait.Eventually(t, "running without the old error", func() bool {
 		_, st := e.row(p1)
 		return st["state"] == "running" && st["error"] == nil
 	})
@@ -312,11 +313,11 @@ func TestAlwaysRunningProjectsAreRestarted(t *testing.T) {
 	e.start(cfg, e.fake)
 
 	for _, id := range []string{p1, p3} {
-		eventually(t, id+" started", func() bool { _, st := e.row(id); return st["state"] == "running" })
+		testwait.Eventually(t, id+" started", func() bool { _, st := e.row(id); return st["state"] == "running" })
 	}
 	// The pod dies (node lost, evicted, deleted by hand).
 	e.fake.Set(orchestrator.ProjectStatus{ProjectID: p1, Status: state.Status{State: state.Opened}})
-	eventually(t, "restarted after its pod died", func() bool {
+	testwait.Eventually(t, "restarted after its pod died", func() bool {
 		_, st := e.row(p1)
 		return e.fake.CountCalls("start", p1) == 2 && st["state"] == "running"
 	})
@@ -345,7 +346,7 @@ func TestCrashLoopAfterRunningIsRemoved(t *testing.T) {
 		t.Fatalf("start: %v", req["err"])
 	}
 	e.fake.Set(orchestrator.ProjectStatus{ProjectID: p1, Status: state.Status{State: state.Starting, Reason: "CrashLoopBackOff"}})
-	eventually(t, "opened with the reason", func() bool {
+	testwait.Eventually(t, "opened with the reason", func() bool {
 		_, st := e.row(p1)
 		return st["state"] == "opened" && strings.Contains(fmt.Sprint(st["error"]), "CrashLoopBackOff")
 	})
@@ -369,7 +370,7 @@ func TestAlwaysRunningBacksOffAfterAFailedStart(t *testing.T) {
 	cfg := e.config()
 	cfg.AlwaysRunningInterval = 50 * time.Millisecond
 	e.start(cfg, e.fake)
-	eventually(t, "a start attempted", func() bool { req, _ := e.row(p1); return req["finished"] != nil })
+	testwait.Eventually(t, "a start attempted", func() bool { req, _ := e.row(p1); return req["finished"] != nil })
 	time.Sleep(500 * time.Millisecond) // ten checks
 	if n := e.fake.CountCalls("start", p1); n != 1 {
 		t.Errorf("%d starts within the back-off, want 1", n)

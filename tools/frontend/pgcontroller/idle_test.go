@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/testwait"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
@@ -41,5 +42,5 @@ func TestRefreshedProjectSurvivesItsIdleTimeout(t *testing.T) {
 	if n := e.fake.CountCalls("stop", project.ID(idle)); n != 1 {
 		t.Fatalf("the idle project was stopped %d times within 4 idle timeouts, want 1", n)
 	}
-	eventually(t, "the project stopped after the edits stopped", func() bool { return e.fake.CountCalls("stop", project.ID(busy)) == 1 })
+	testwait.Eventually(t, "the project stopped after the edits stopped", func() bool { return e.fake.CountCalls("stop", project.ID(busy)) == 1 })
 }

@@ -17,6 +17,7 @@ import (
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/fixture"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/internal/testwait"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/orchestrator"
 )
 
@@ -161,7 +162,7 @@ func TestWithTheOrchestratorCore(t *testing.T) {
 	if req := e.waitFinished(p1); req["err"] != nil {
 		t.Fatalf("start: %v", req["err"])
 	}
-	eventually(t, "running with the pod's IP", func() bool {
+	testwait.Eventually(t, "running with the pod's IP", func() bool {
 		_, st := e.row(p1)
 		return st["state"] == "running" && st["ip"] != nil
 	})
@@ -172,7 +173,7 @@ func TestWithTheOrchestratorCore(t *testing.T) {
 	// status.start_ts is the project container's real start time (ms), as
 	// the hub reads it (kucalc.ts: status.start_ts).
 	wantTS := pod.Status.ContainerStatuses[0].State.Running.StartedAt.UnixMilli()
-	eventually(t, "status.start_ts from the container's start", func() bool {
+	testwait.Eventually(t, "status.start_ts from the container's start", func() bool {
 		var ts *int64
 		err := e.pool.QueryRow(context.Background(), `SELECT (status->>'start_ts')::bigint FROM projects WHERE project_id = $1`, p1).Scan(&ts)
 		return err == nil && ts != nil && *ts == wantTS
@@ -206,7 +207,7 @@ func TestWithTheOrchestratorCore(t *testing.T) {
 	if req := e.waitFinished(p1); req["err"] != nil {
 		t.Fatalf("stop: %v", req["err"])
 	}
-	eventually(t, "opened", func() bool { _, st := e.row(p1); return st["state"] == "opened" })
+	testwait.Eventually(t, "opened", func() bool { _, st := e.row(p1); return st["state"] == "opened" })
 	if kube.Pod(project.MustParse(p1).PodName()) != nil {
 		t.Error("pod still exists after stop")
 	}
