@@ -85,8 +85,8 @@ func WriteMarkdown(w io.Writer, r *Results) {
 	p("A retry row re-issues the failed starts of the row above it (so the footprint below has its pod count).\n\n")
 	p("Client floor = ceil((starts − burst) / QPS) at the orchestrator's client-go QPS %.0f and burst %d: no client with that limit can create the last pod sooner. API writes are the API server's count (`apiserver_request_total`) of pod creates and of core Event creates + patches answered 2xx (only the orchestrator writes core Events; the scheduler's are events.k8s.io) while the burst ran, per start issued; create requests also counts creates answered with an error (a create retried after a client-side timeout is answered 409 AlreadyExists). Events are written on their own client limiter, off the starts' path: those not written by the end of the burst follow at ≤ a fifth of the client QPS.\n\n", c.QPS, c.QPSBurst)
 	p("The floor rows are the cluster's own pace for the same burst (create + watch for Ready from the harness, pods deleted after): unlimited, and with creates limited to the orchestrator's QPS and burst; the rest are ours over the HTTP API. Every burst starts once the API server has been quiet (foreground requests, all but leases, nodes and events, at most %.0f a second) for %s, or after %s: the deletion of the previous row's pods otherwise still loads the control plane.\n\n", settleRate, settleWindow, settleMax)
-	p("| method | starts issued at once | pods already running | all reported running | client floor | ÷ floor | all pods Ready (watch) | starts/s | start p50 ms | start p99 ms | pod creates / start | pod create requests / start | Event writes / start | CPU s (orchestrator; harness for floors) | errors |\n")
-	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
+	p("| method | starts issued at once | pods already running | all reported running | client floor | ÷ floor | all pods Ready (watch) | starts/s | start p50 ms | start p99 ms | pod creates / start | pod create requests / start | Event writes / start | CPU s (orchestrator; harness for floors) | orchestrator peak RSS MiB | errors |\n")
+	p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	running := 0
 	for _, b := range r.Bursts {
 		issued := strconv.Itoa(b.Projects)
@@ -99,10 +99,14 @@ func WriteMarkdown(w io.Writer, r *Results) {
 		if !ours {
 			before = "–"
 		}
-		p("| %s | %s | %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %.2f | %d |\n", b.Method, issued, before, b.AllRunning.Round(time.Millisecond), fl,
+		peak := "–"
+		if b.PeakRSS > 0 {
+			peak = fmt.Sprintf("%.1f", float64(b.PeakRSS)/(1<<20))
+		}
+		p("| %s | %s | %s | %s | %s | %s | %s | %.0f | %s | %s | %s | %s | %s | %.2f | %s | %d |\n", b.Method, issued, before, b.AllRunning.Round(time.Millisecond), fl,
 			ratioTo(b.AllRunning, fl), b.AllReady.Round(time.Millisecond),
 			float64(b.Projects)/b.AllRunning.Seconds(), Ms(b.Latency.P50), Ms(b.Latency.P99),
-			perStart(b.PodCreates, b.Projects), perStart(b.PodCreateRequests, b.Projects), perStart(b.EventWrites, b.Projects), b.CPU.Seconds(), b.Errors)
+			perStart(b.PodCreates, b.Projects), perStart(b.PodCreateRequests, b.Projects), perStart(b.EventWrites, b.Projects), b.CPU.Seconds(), peak, b.Errors)
 		if ours {
 			running += b.Projects - b.Errors
 		}

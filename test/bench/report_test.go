@@ -19,7 +19,7 @@ func TestWriteMarkdownRatiosAndTargets(t *testing.T) {
 			{Method: "original method (kubectl apply + poll), BASELINE", Cycles: 200, Lanes: 4, Start: d(1000), Stop: d(800)},
 		},
 		Statuses:  []StatusResult{{Method: "ours, HTTP API (cocalc-k8s serve)", Latency: d(1), PodRequests: 0, AllRequests: 0}},
-		Bursts:    []Burst{{Method: "ours, HTTP API (cocalc-k8s serve)", Projects: 1000, AllRunning: 31 * time.Second, PodCreates: 1000, PodCreateRequests: 1100, EventWrites: 250}},
+		Bursts:    []Burst{{Method: "ours, HTTP API (cocalc-k8s serve)", Projects: 1000, AllRunning: 31 * time.Second, PodCreates: 1000, PodCreateRequests: 1100, EventWrites: 250, PeakRSS: 264 << 20}},
 		Footprint: []Footprint{{Pods: 5000, RSSBytes: 100 << 20, AnonBytes: 75 << 20, PeakRSS: 120 << 20}},
 		ColdStarts: []ColdStart{{Orchestrator: "cocalc-k8s", Pods: 20000, Filled: 15000, ReadyAfter: 2500 * time.Millisecond, SyncPeakRSS: 140 << 20,
 			RSS: 90 << 20, PeakRSS: 100 << 20, Anon: 64 << 20, WatchLists: 1, Heap: PodCacheHeap{Pods: 20000, LiveBytes: 20000 * 1024}}},
@@ -37,6 +37,7 @@ func TestWriteMarkdownRatiosAndTargets(t *testing.T) {
 		"1000 concurrent starts within 15 % of the client floor (18s, so ≤ 20.7s), 0 errors: MISSED (31s, 1.72×, 0 errors; 1.00 pod creates and 0.25 Event writes per start",
 		"| ours, HTTP API (cocalc-k8s serve) | 1000 | 0 | 31s | 18s | 1.72× |",
 		"| 1.00 | 1.10 | 0.25 |",
+		"| 264.0 | 0 |", // the orchestrator's peak RSS during the burst, errors
 		"RSS ≤ 60 MiB at 5,000 pods (the orchestrator that started them, idle and churn): MISSED (peak 120.0 MiB",
 		"fresh process watching 20,000 pods: RSS ≤ 150 MiB: met (peak 140.0 MiB, 90.0 MiB idle, of which 64.0 MiB anonymous)",
 		"| 5000 | idle | 100.0 | 75.0 | 120.0 |",

@@ -30,6 +30,9 @@ type Burst struct {
 	Errors     int
 	FirstError string
 	CPU        time.Duration // orchestrator process CPU during the burst
+	// PeakRSS is the orchestrator process's highest RSS during the burst
+	// (sampled every 50 ms; 0 for methods without a process of their own).
+	PeakRSS int64
 	// Retry marks a burst that re-issues the failed starts of the one
 	// before (so the pod count the footprint needs is reached).
 	Retry bool
@@ -56,6 +59,8 @@ func StartBurst(ctx context.Context, env Env, m Method, ids []project.ID) Burst 
 		wg  sync.WaitGroup
 	)
 	began := time.Now()
+	stopSampling := samplePeakRSS(m, &res.PeakRSS)
+	defer stopSampling()
 	for _, id := range ids {
 		wg.Add(1)
 		go func() {
@@ -78,6 +83,7 @@ func StartBurst(ctx context.Context, env Env, m Method, ids []project.ID) Burst 
 	}
 	wg.Wait()
 	res.AllRunning = time.Since(began)
+	stopSampling()
 	if after, err := ScrapeRequestsByCode(ctx, env.Admin); err == nil && scrapeErr == nil {
 		d := after.Sub(before)
 		res.PodCreates = d.Succeeded("POST", "pods")
@@ -214,4 +220,33 @@ sample:
 		return res, fmt.Errorf("footprint: %w", ctx.Err())
 	}
 	return res, nil
+}
+
+// samplePeakRSS records in peak the highest RSS of m's process (an *HTTP
+// method: the cocalc-k8s serve process) every 50 ms until the returned
+// stop is called (idempotent); other methods have no process to sample.
+func samplePeakRSS(m Method, peak *int64) (stop func()) {
+	h, ok := m.(*HTTP)
+	if !ok || h.PID == 0 {
+		return func() {}
+	}
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(50 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			if s, err := ReadProc(h.PID); err == nil && s.RSSBytes > *peak {
+				*peak = s.RSSBytes
+			}
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	var once sync.Once
+	return func() { once.Do(func() { close(done); <-finished }) }
 }
