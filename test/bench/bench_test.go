@@ -2,6 +2,7 @@ package bench
 
 import (
 	"os"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -205,5 +206,26 @@ apiserver_watch_list_duration_seconds_count{component="apiserver",group="",resou
 	got, err := parseWatchLists(strings.NewReader(text), "pods")
 	if err != nil || got != 3 {
 		t.Errorf("parseWatchLists = %v, %v; want 3", got, err)
+	}
+}
+
+func TestSamplePeakRSSSeesATransientPeak(t *testing.T) {
+	before, err := ReadProc(os.Getpid())
+	if err != nil {
+		t.Skipf("no /proc here: %v", err)
+	}
+	stop := samplePeakRSS(os.Getpid(), time.Millisecond)
+	buf := make([]byte, 64<<20)
+	for i := 0; i < len(buf); i += 4096 {
+		buf[i] = 1 // resident
+	}
+	time.Sleep(20 * time.Millisecond)
+	runtime.KeepAlive(buf)
+	peak := stop()
+	if peak < before.RSSBytes+48<<20 {
+		t.Errorf("peak RSS %d MiB, want at least %d MiB (64 MiB touched)", peak>>20, (before.RSSBytes+48<<20)>>20)
+	}
+	if again := stop(); again != peak {
+		t.Errorf("a second stop returned %d, want %d", again, peak)
 	}
 }

@@ -13,7 +13,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -467,24 +466,7 @@ func startServe(ctx context.Context, kubeconfig, work string, cfg Config, log *s
 	}
 	// Peak RSS until ready: the initial list (or streamed list) of every
 	// project pod is where an informer's memory peaks.
-	var peak atomic.Int64
-	syncing := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		tick := time.NewTicker(10 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			if s, err := ReadProc(cmd.Process.Pid); err == nil && s.RSSBytes > peak.Load() {
-				peak.Store(s.RSSBytes)
-			}
-			select {
-			case <-syncing:
-				return
-			case <-tick.C:
-			}
-		}
-	}()
+	stopSampling := samplePeakRSS(cmd.Process.Pid, 10*time.Millisecond)
 	stop := func() {
 		_ = cmd.Process.Signal(os.Interrupt)
 		done := make(chan struct{})
@@ -514,12 +496,11 @@ func startServe(ctx context.Context, kubeconfig, work string, cfg Config, log *s
 		time.Sleep(10 * time.Millisecond)
 	}
 	readyAfter := time.Since(began)
-	close(syncing)
-	<-sampled
-	log.Info("orchestrator process ready", "pid", cmd.Process.Pid, "api", api, "after", readyAfter, "peak_rss_mib", peak.Load()>>20)
+	peak := stopSampling()
+	log.Info("orchestrator process ready", "pid", cmd.Process.Pid, "api", api, "after", readyAfter, "peak_rss_mib", peak>>20)
 	tr := &http.Transport{MaxIdleConns: 10000, MaxIdleConnsPerHost: 10000, IdleConnTimeout: time.Minute}
 	client := &httpapi.Client{BaseURL: "http://" + api, HTTP: &http.Client{Transport: tr}}
-	return &HTTP{Client: client, NS: nsHTTP, PID: cmd.Process.Pid, ReadyAfter: readyAfter, SyncPeakRSS: peak.Load()}, stop, nil
+	return &HTTP{Client: client, NS: nsHTTP, PID: cmd.Process.Pid, ReadyAfter: readyAfter, SyncPeakRSS: peak}, stop, nil
 }
 
 // newOriginal prepares the baseline: a kubeconfig whose context namespace

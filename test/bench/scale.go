@@ -59,7 +59,12 @@ func StartBurst(ctx context.Context, env Env, m Method, ids []project.ID) Burst 
 		wg  sync.WaitGroup
 	)
 	began := time.Now()
-	stopSampling := samplePeakRSS(m, &res.PeakRSS)
+	// The orchestrator's process, for the HTTP method; the others have
+	// none of their own.
+	stopSampling := func() int64 { return 0 }
+	if h, ok := m.(*HTTP); ok && h.PID != 0 {
+		stopSampling = samplePeakRSS(h.PID, 50*time.Millisecond)
+	}
 	defer stopSampling()
 	for _, id := range ids {
 		wg.Add(1)
@@ -83,7 +88,7 @@ func StartBurst(ctx context.Context, env Env, m Method, ids []project.ID) Burst 
 	}
 	wg.Wait()
 	res.AllRunning = time.Since(began)
-	stopSampling()
+	res.PeakRSS = stopSampling()
 	if after, err := ScrapeRequestsByCode(ctx, env.Admin); err == nil && scrapeErr == nil {
 		d := after.Sub(before)
 		res.PodCreates = d.Succeeded("POST", "pods")
@@ -222,31 +227,34 @@ sample:
 	return res, nil
 }
 
-// samplePeakRSS records in peak the highest RSS of m's process (an *HTTP
-// method: the cocalc-k8s serve process) every 50 ms until the returned
-// stop is called (idempotent); other methods have no process to sample.
-func samplePeakRSS(m Method, peak *int64) (stop func()) {
-	h, ok := m.(*HTTP)
-	if !ok || h.PID == 0 {
-		return func() {}
-	}
+// samplePeakRSS samples the RSS of process pid every interval until the
+// returned stop is called, which returns the highest seen (idempotent).
+func samplePeakRSS(pid int, interval time.Duration) (stop func() int64) {
+	var peak int64
 	done := make(chan struct{})
 	finished := make(chan struct{})
 	go func() {
 		defer close(finished)
-		tick := time.NewTicker(50 * time.Millisecond)
+		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		for {
-			if s, err := ReadProc(h.PID); err == nil && s.RSSBytes > *peak {
-				*peak = s.RSSBytes
+			if s, err := ReadProc(pid); err == nil && s.RSSBytes > peak {
+				peak = s.RSSBytes
 			}
 			select {
 			case <-done:
+				// One last sample: the moment stop is called counts too.
+				if s, err := ReadProc(pid); err == nil && s.RSSBytes > peak {
+					peak = s.RSSBytes
+				}
 				return
 			case <-tick.C:
 			}
 		}
 	}()
 	var once sync.Once
-	return func() { once.Do(func() { close(done); <-finished }) }
+	return func() int64 {
+		once.Do(func() { close(done); <-finished })
+		return peak
+	}
 }
