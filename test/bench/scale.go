@@ -233,20 +233,20 @@ func samplePeakRSS(pid int, interval time.Duration) (stop func() int64) {
 	var peak int64
 	done := make(chan struct{})
 	finished := make(chan struct{})
+	sample := func() {
+		if s, err := ReadProc(pid); err == nil && s.RSSBytes > peak {
+			peak = s.RSSBytes
+		}
+	}
 	go func() {
 		defer close(finished)
 		tick := time.NewTicker(interval)
 		defer tick.Stop()
 		for {
-			if s, err := ReadProc(pid); err == nil && s.RSSBytes > peak {
-				peak = s.RSSBytes
-			}
+			sample()
 			select {
 			case <-done:
-				// One last sample: the moment stop is called counts too.
-				if s, err := ReadProc(pid); err == nil && s.RSSBytes > peak {
-					peak = s.RSSBytes
-				}
+				sample() // the moment stop is called counts too
 				return
 			case <-tick.C:
 			}

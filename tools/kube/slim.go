@@ -92,6 +92,10 @@ type cachedCondition struct {
 	lastTransition  metav1.Time
 }
 
+func (c *cachedCondition) condition(t corev1.PodConditionType) corev1.PodCondition {
+	return corev1.PodCondition{Type: t, Status: c.status, Reason: c.reason, Message: c.message, LastTransitionTime: c.lastTransition}
+}
+
 type cachedContainer struct {
 	name         string
 	state, last  corev1.ContainerState
@@ -192,16 +196,11 @@ func (p *cachedPod) pod() *corev1.Pod {
 	}
 	if p.hasScheduled || p.hasReady {
 		out.Status.Conditions = make([]corev1.PodCondition, 0, 2)
-		for _, c := range []struct {
-			has bool
-			t   corev1.PodConditionType
-			c   *cachedCondition
-		}{{p.hasScheduled, corev1.PodScheduled, &p.scheduled}, {p.hasReady, corev1.PodReady, &p.ready}} {
-			if c.has {
-				out.Status.Conditions = append(out.Status.Conditions, corev1.PodCondition{
-					Type: c.t, Status: c.c.status, Reason: c.c.reason, Message: c.c.message, LastTransitionTime: c.c.lastTransition,
-				})
-			}
+		if p.hasScheduled {
+			out.Status.Conditions = append(out.Status.Conditions, p.scheduled.condition(corev1.PodScheduled))
+		}
+		if p.hasReady {
+			out.Status.Conditions = append(out.Status.Conditions, p.ready.condition(corev1.PodReady))
 		}
 	}
 	if p.hasContainer {
