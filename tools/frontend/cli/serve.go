@@ -37,6 +37,8 @@ type serveOptions struct {
 	qps               float32
 	burst             int
 	maxInFlight       int
+	maxQueued         int
+	queueWait         time.Duration
 	idleCheckInterval time.Duration
 	idleStop          string
 	shutdownTimeout   time.Duration
@@ -92,8 +94,9 @@ label-filtered informer, and serves:
                    kubelet probes and Prometheus.
 
 At most --max-inflight start, restart and stop requests are served at once
-(each waits until its project runs or is gone); beyond, the API answers 429
-with Retry-After, and its client (smc-compute, the CLI) sends them again.
+(each waits until its project runs or is gone), and --max-queued more wait
+up to --queue-wait for a slot; beyond, the API answers 429 with Retry-After,
+and its client (smc-compute, the CLI) sends them again.
 
 --hub-protocol selects the hub: smc-compute (the 2020 server image runs
 the smc-compute program, which calls the project API) or database (current
@@ -132,7 +135,9 @@ finish for up to --shutdown-timeout, then exits 0.`,
 	f.StringVar(&o.kubeconfig, "kubeconfig", "", "kubeconfig file (default: in-cluster config, else $KUBECONFIG or ~/.kube/config)")
 	f.Float32Var(&o.qps, "kube-qps", 50, "Kubernetes API client queries per second")
 	f.IntVar(&o.burst, "kube-burst", 100, "Kubernetes API client burst")
-	f.IntVar(&o.maxInFlight, "max-inflight", httpapi.DefaultMaxInFlight, "start, restart and stop requests the HTTP API serves at once; beyond, it answers 429 with Retry-After (its client retries)")
+	f.IntVar(&o.maxInFlight, "max-inflight", httpapi.DefaultMaxInFlight, "start, restart and stop requests the HTTP API serves at once; beyond, they wait in its queue")
+	f.IntVar(&o.maxQueued, "max-queued", httpapi.DefaultMaxQueued, "start, restart and stop requests waiting for one of the --max-inflight slots (0: none); beyond, the API answers 429 with Retry-After (its client retries)")
+	f.DurationVar(&o.queueWait, "queue-wait", httpapi.DefaultQueueWait, "how long a request waits in the queue before it is answered 429")
 	f.DurationVar(&o.idleCheckInterval, "idle-check-interval", time.Minute, "period of the idle-stop and clean-up loops")
 	f.StringVar(&o.idleStop, "idle-stop", "auto", "stop projects idle longer than their idle timeout: auto (on exactly when the hub's database is an activity source: --hub-protocol=database, or smc-compute with --postgres), on (without --postgres: something calls the API's touch), off")
 	f.DurationVar(&o.shutdownTimeout, "shutdown-timeout", 30*time.Second, "how long running requests may finish after SIGTERM")
@@ -251,10 +256,23 @@ func eventsConfig(cfg *rest.Config) *rest.Config {
 	return ev
 }
 
+// apiOptions are the HTTP API's bounds from the flags (Options spells no
+// queue as a negative MaxQueued, the flag as 0).
+func apiOptions(o serveOptions) httpapi.Options {
+	queued := o.maxQueued
+	if queued == 0 {
+		queued = -1
+	}
+	return httpapi.Options{MaxInFlight: o.maxInFlight, MaxQueued: queued, QueueWait: o.queueWait}
+}
+
 func runServe(parent context.Context, o serveOptions) error {
 	log := slog.Default()
-	if o.qps <= 0 || o.burst <= 0 || o.idleCheckInterval <= 0 || o.shutdownTimeout <= 0 || o.maxInFlight <= 0 {
-		return usageErrorf("--kube-qps, --kube-burst, --max-inflight, --idle-check-interval and --shutdown-timeout must be > 0")
+	if o.qps <= 0 || o.burst <= 0 || o.idleCheckInterval <= 0 || o.shutdownTimeout <= 0 || o.maxInFlight <= 0 || o.queueWait <= 0 {
+		return usageErrorf("--kube-qps, --kube-burst, --max-inflight, --queue-wait, --idle-check-interval and --shutdown-timeout must be > 0")
+	}
+	if o.maxQueued < 0 {
+		return usageErrorf("--max-queued must be >= 0")
 	}
 	idle, err := resolveIdlePolicy(o.hubProtocol, o.idleStop, o.postgres != "")
 	if err != nil {
@@ -337,7 +355,7 @@ func runServe(parent context.Context, o serveOptions) error {
 	}()
 
 	servers := []*http.Server{
-		{Handler: httpapi.NewAPI(orch, metricsHandler, log, httpapi.Options{MaxInFlight: o.maxInFlight}), ReadHeaderTimeout: 10 * time.Second},
+		{Handler: httpapi.NewAPI(orch, metricsHandler, log, apiOptions(o)), ReadHeaderTimeout: 10 * time.Second},
 		{Handler: httpapi.NewHealth(orch.Ready, metricsHandler), ReadHeaderTimeout: 10 * time.Second},
 	}
 	serveErr := make(chan error, len(servers))

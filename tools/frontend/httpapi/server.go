@@ -25,6 +25,7 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
@@ -57,6 +58,14 @@ type ErrorResponse struct {
 // DefaultMaxInFlight is Options.MaxInFlight's default.
 const DefaultMaxInFlight = 512
 
+// DefaultMaxQueued is Options.MaxQueued's default.
+const DefaultMaxQueued = 512
+
+// DefaultQueueWait is Options.QueueWait's default: about as long as a full
+// queue takes to drain at the chart's default client QPS (512 creates at
+// 50 per second, plus the pods' own start).
+const DefaultQueueWait = 30 * time.Second
+
 // RetryAfterSeconds is the Retry-After of a 429 (Options.MaxInFlight).
 const RetryAfterSeconds = 1
 
@@ -64,15 +73,22 @@ const RetryAfterSeconds = 1
 type Options struct {
 	// MaxInFlight bounds the start, restart and stop operations in progress
 	// (default DefaultMaxInFlight; they wait until the project runs or is
-	// gone). Beyond it a request is answered 429 with Retry-After at once,
-	// and Client sends it again. An operation in progress costs the
-	// process about 90 KB (two goroutines and the connection's buffers
-	// besides the operation), an idle connection waiting to retry a fifth
-	// of that: a burst of 5,000 concurrent starts held 264 MiB, more than
-	// the chart's default memory limit, and the pod creates they wait for
-	// are paced by the client QPS anyway (512 in flight is ten seconds of
-	// creates at 50 QPS).
+	// gone). An operation in progress costs the process about 90 KB (two
+	// goroutines and the connection's buffers besides the operation): a
+	// burst of 5,000 concurrent starts held 264 MiB, more than the chart's
+	// default memory limit, and the pod creates they wait for are paced by
+	// the client QPS anyway (512 in flight is ten seconds of creates at 50
+	// QPS).
 	MaxInFlight int
+	// MaxQueued more wait for a free slot, each at most QueueWait (defaults
+	// DefaultMaxQueued, DefaultQueueWait; a negative MaxQueued is no
+	// queue), before the operation starts; a waiting request costs its
+	// goroutine and connection only. Beyond the
+	// queue, or after the wait, the answer is 429 with Retry-After, and
+	// Client sends the request again. The queue keeps a burst just above
+	// MaxInFlight from paying its clients' retry backoff.
+	MaxQueued int
+	QueueWait time.Duration
 }
 
 // NewAPI returns the handler of the API listener: the /v1 routes and the
@@ -80,10 +96,26 @@ type Options struct {
 // method-less patterns behind each route answer other methods with a JSON
 // 405 (ServeMux's own is plain text).
 func NewAPI(o Orchestrator, metrics http.Handler, log *slog.Logger, opts Options) http.Handler {
+	return newAPI(o, log, opts).routes(metrics)
+}
+
+func newAPI(o Orchestrator, log *slog.Logger, opts Options) *api {
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
 	}
-	a := &api{o: o, log: log, inflight: make(chan struct{}, opts.MaxInFlight)}
+	if opts.MaxQueued < 0 {
+		opts.MaxQueued = 0
+	} else if opts.MaxQueued == 0 {
+		opts.MaxQueued = DefaultMaxQueued
+	}
+	if opts.QueueWait <= 0 {
+		opts.QueueWait = DefaultQueueWait
+	}
+	a := &api{o: o, log: log, inflight: make(chan struct{}, opts.MaxInFlight), queued: make(chan struct{}, opts.MaxQueued), queueWait: opts.QueueWait}
+	return a
+}
+
+func (a *api) routes(metrics http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/projects", a.list)
 	mux.HandleFunc("GET /v1/projects/{id}", a.status)
@@ -102,7 +134,7 @@ func NewAPI(o Orchestrator, metrics http.Handler, log *slog.Logger, opts Options
 	mux.HandleFunc("/v1/projects/{id}/{action}", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, fmt.Sprintf("unknown action %q (start, stop, restart, touch)", r.PathValue("action")), nil)
 	})
-	addHealth(mux, o.Ready, metrics)
+	addHealth(mux, a.o.Ready, metrics)
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "no route "+r.URL.Path, nil)
 	})
@@ -142,20 +174,47 @@ func addHealth(mux *http.ServeMux, ready func() bool, metrics http.Handler) {
 type api struct {
 	o   Orchestrator
 	log *slog.Logger
-	// inflight holds a token per waiting operation in progress.
-	inflight chan struct{}
+	// inflight holds a token per waiting operation in progress, queued
+	// one per request waiting for such a token (Options).
+	inflight  chan struct{}
+	queued    chan struct{}
+	queueWait time.Duration
 }
 
-// admit takes an in-flight slot, or answers 429 and returns false.
-func (a *api) admit(w http.ResponseWriter) (release func(), ok bool) {
+// admit takes an in-flight slot, waiting in the queue for one when all
+// are taken; it answers 429 and returns false when the queue is full or
+// the wait ends, and returns false without answering when the client went
+// away.
+func (a *api) admit(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+	release = func() { <-a.inflight }
 	select {
 	case a.inflight <- struct{}{}:
-		return func() { <-a.inflight }, true
+		return release, true
 	default:
-		w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
-		writeError(w, http.StatusTooManyRequests, fmt.Sprintf("%d project operations in progress, the most this API takes at once; retry after %d s", cap(a.inflight), RetryAfterSeconds), nil)
+	}
+	select {
+	case a.queued <- struct{}{}:
+		defer func() { <-a.queued }()
+	default:
+		a.tooMany(w)
 		return nil, false
 	}
+	wait := time.NewTimer(a.queueWait)
+	defer wait.Stop()
+	select {
+	case a.inflight <- struct{}{}:
+		return release, true
+	case <-wait.C:
+		a.tooMany(w)
+		return nil, false
+	case <-r.Context().Done():
+		return nil, false
+	}
+}
+
+func (a *api) tooMany(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", strconv.Itoa(RetryAfterSeconds))
+	writeError(w, http.StatusTooManyRequests, fmt.Sprintf("%d project operations in progress and %d waiting, the most this API takes at once; retry after %d s", cap(a.inflight), cap(a.queued), RetryAfterSeconds), nil)
 }
 
 func (a *api) list(w http.ResponseWriter, r *http.Request) {
@@ -217,7 +276,7 @@ func (a *api) withRequest(w http.ResponseWriter, r *http.Request, action string,
 		writeError(w, code, err.Error(), nil)
 		return
 	}
-	release, ok := a.admit(w)
+	release, ok := a.admit(w, r)
 	if !ok {
 		return
 	}
@@ -238,7 +297,7 @@ func (a *api) noBody(w http.ResponseWriter, r *http.Request, action string, wait
 		return
 	}
 	if waits {
-		release, ok := a.admit(w)
+		release, ok := a.admit(w, r)
 		if !ok {
 			return
 		}
