@@ -1,16 +1,20 @@
 package bench
 
 import (
+	"net/http/httptest"
 	"os"
 	"runtime"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/yaml"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/core/project"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/metrics"
 )
 
 func TestSummarize(t *testing.T) {
@@ -227,5 +231,36 @@ func TestSamplePeakRSSSeesATransientPeak(t *testing.T) {
 	}
 	if again := stop(); again != peak {
 		t.Errorf("a second stop returned %d, want %d", again, peak)
+	}
+}
+
+// TestScrapeGoHeapFromTheOrchestratorsMetrics reads the heap figures from
+// what cocalc-k8s serve's registry really exposes, and refuses an
+// endpoint without them.
+func TestScrapeGoHeapFromTheOrchestratorsMetrics(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	metrics.New(reg)
+	srv := httptest.NewServer(promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	defer srv.Close()
+	h, err := ScrapeGoHeap(t.Context(), srv.Client(), srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	if h.InUse <= 0 || h.InUse > int64(ms.HeapSys) || h.Retained < 0 || h.Retained > int64(ms.HeapSys) {
+		t.Errorf("heap %+v, runtime's heap_sys %d", h, ms.HeapSys)
+	}
+	for _, text := range []string{
+		"go_memstats_heap_inuse_bytes 1\ngo_memstats_heap_idle_bytes 2\n",
+		"go_memstats_heap_inuse_bytes x\ngo_memstats_heap_idle_bytes 2\ngo_memstats_heap_released_bytes 1\n",
+	} {
+		if _, err := ParseGoHeap(strings.NewReader(text)); err == nil {
+			t.Errorf("parsed %q", text)
+		}
+	}
+	h, err = ParseGoHeap(strings.NewReader("# HELP x\ngo_memstats_heap_inuse_bytes 4.194304e+06\ngo_memstats_heap_idle_bytes 3e+06\ngo_memstats_heap_released_bytes 1e+06\n"))
+	if err != nil || h != (GoHeap{InUse: 4 << 20, Retained: 2e6}) {
+		t.Errorf("parsed %+v, %v", h, err)
 	}
 }

@@ -168,6 +168,11 @@ type HTTP struct {
 	SyncPeakRSS int64
 }
 
+// GoHeap is the serve process's Go heap, from its /metrics.
+func (m *HTTP) GoHeap(ctx context.Context) (GoHeap, error) {
+	return ScrapeGoHeap(ctx, m.Client.HTTP, m.Client.BaseURL+"/metrics")
+}
+
 func (m *HTTP) Name() string      { return "ours, HTTP API (cocalc-k8s serve)" }
 func (m *HTTP) Namespace() string { return m.NS }
 func (m *HTTP) CPU() time.Duration {

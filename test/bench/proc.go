@@ -1,7 +1,11 @@
 package bench
 
 import (
+	"bufio"
+	"context"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
@@ -99,4 +103,65 @@ func ChildCPU(ps *os.ProcessState) time.Duration {
 		return 0
 	}
 	return ps.UserTime() + ps.SystemTime()
+}
+
+// GoHeap is a Go process's heap as its own runtime reports it
+// (runtime.MemStats through the Prometheus Go collector).
+type GoHeap struct {
+	// InUse is the heap's spans holding objects (go_memstats_heap_inuse_bytes).
+	InUse int64
+	// Retained is heap the runtime has freed and not yet returned to the
+	// operating system, still counted in RSS until it does
+	// (go_memstats_heap_idle_bytes − go_memstats_heap_released_bytes).
+	Retained int64
+}
+
+// ScrapeGoHeap reads GoHeap from a /metrics endpoint.
+func ScrapeGoHeap(ctx context.Context, client *http.Client, url string) (GoHeap, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return GoHeap{}, err
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return GoHeap{}, fmt.Errorf("scrape %s: %w", url, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return GoHeap{}, fmt.Errorf("scrape %s: %s", url, resp.Status)
+	}
+	return ParseGoHeap(resp.Body)
+}
+
+// ParseGoHeap reads GoHeap from Prometheus text exposition.
+func ParseGoHeap(r io.Reader) (GoHeap, error) {
+	want := map[string]float64{"go_memstats_heap_inuse_bytes": -1, "go_memstats_heap_idle_bytes": -1, "go_memstats_heap_released_bytes": -1}
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		if len(f) != 2 {
+			continue
+		}
+		if _, ok := want[f[0]]; !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(f[1], 64)
+		if err != nil {
+			return GoHeap{}, fmt.Errorf("parse %s: %w", f[0], err)
+		}
+		want[f[0]] = v
+	}
+	if err := sc.Err(); err != nil {
+		return GoHeap{}, fmt.Errorf("read metrics: %w", err)
+	}
+	for name, v := range want {
+		if v < 0 {
+			return GoHeap{}, fmt.Errorf("metrics lack %s", name)
+		}
+	}
+	return GoHeap{
+		InUse:    int64(want["go_memstats_heap_inuse_bytes"]),
+		Retained: int64(want["go_memstats_heap_idle_bytes"] - want["go_memstats_heap_released_bytes"]),
+	}, nil
 }

@@ -141,7 +141,10 @@ type Footprint struct {
 	PeakRSS  int64 // highest sample in the window
 	// AnonBytes is the anonymous part of RSSBytes (ProcSample).
 	AnonBytes int64
-	CPUCores  float64 // CPU seconds per second over the window
+	// Heap is the process's Go heap at the end of the window, when it
+	// serves /metrics (the HTTP method); nil otherwise.
+	Heap     *GoHeap
+	CPUCores float64 // CPU seconds per second over the window
 	// Ops is start+stop operations completed per second (churn only).
 	OpsPerSec  float64
 	Errors     int
@@ -215,6 +218,13 @@ sample:
 	elapsed := time.Since(t0)
 	wg.Wait()
 	res.RSSBytes, res.AnonBytes = last.RSSBytes, last.AnonBytes
+	if h, ok := m.(*HTTP); ok {
+		heap, err := h.GoHeap(ctx)
+		if err != nil {
+			return res, err
+		}
+		res.Heap = &heap
+	}
 	res.CPUCores = (last.CPU - first.CPU).Seconds() / elapsed.Seconds()
 	res.OpsPerSec = float64(ops.Load()) / elapsed.Seconds()
 	res.Errors = int(errs.Load())
