@@ -17,6 +17,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/cli"
+	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/httpapi"
 	"gitlab.com/resurgo/cocalc-kubernetes/tools/frontend/smccompute"
 )
 
@@ -90,4 +91,25 @@ func writeHealthFrom(t *testing.T) string {
 	f := filepath.Join(t.TempDir(), "health-from.yaml")
 	require.NoError(t, os.WriteFile(f, []byte("networkPolicy:\n  server:\n    healthFrom:\n      - podSelector:\n          matchLabels:\n            app: monitoring\n"), 0o644))
 	return f
+}
+
+// The project API's bounds are values whose defaults are the binary's
+// (httpapi's), passed as serve flags.
+func TestOrchestratorOperationBounds(t *testing.T) {
+	data, err := os.ReadFile(filepath.Join(chartDir, "values.yaml"))
+	require.NoError(t, err)
+	var values struct {
+		Orchestrator struct {
+			MaxInFlight int `json:"maxInFlight"`
+			MaxQueued   int `json:"maxQueued"`
+		} `json:"orchestrator"`
+	}
+	require.NoError(t, yaml.Unmarshal(data, &values))
+	assert.Equal(t, httpapi.DefaultMaxInFlight, values.Orchestrator.MaxInFlight, "orchestrator.maxInFlight default vs cocalc-k8s serve")
+	assert.Equal(t, httpapi.DefaultMaxQueued, values.Orchestrator.MaxQueued, "orchestrator.maxQueued default vs cocalc-k8s serve")
+
+	out := render(t, []string{defaultValuesFile()}, map[string]string{"orchestrator.maxInFlight": "64", "orchestrator.maxQueued": "0"})
+	args := orch(t, one[*appsv1.Deployment](t, mustDecode(t, out), releaseName+"-server").Spec.Template.Spec).Args
+	assert.Contains(t, args, "--max-inflight=64")
+	assert.Contains(t, args, "--max-queued=0")
 }
