@@ -6,6 +6,7 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -134,6 +135,7 @@ func newNamespace(t *testing.T, c *cluster.Cluster, prefix string, labels map[st
 		ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels},
 	}, metav1.CreateOptions{})
 	require.NoError(t, err, "create namespace %s", name)
+	waitForDefaultServiceAccount(t, c, name)
 	t.Cleanup(func() {
 		ctx := t.Context()
 		if ctx.Err() != nil {
@@ -147,6 +149,39 @@ func newNamespace(t *testing.T, c *cluster.Cluster, prefix string, labels map[st
 		_ = c.Client.CoreV1().Namespaces().Delete(ctx, name, metav1.DeleteOptions{})
 	})
 	return name
+}
+
+// defaultServiceAccountTimeout bounds the wait for a new namespace's
+// default ServiceAccount: kube-controller-manager creates it a moment after
+// the namespace, and after an API server restart (see
+// TestOrchestratorSurvivesAPIServerRestart) only once its informers have
+// relisted, which their backoff can put tens of seconds away.
+const defaultServiceAccountTimeout = 2 * time.Minute
+
+// waitForDefaultServiceAccount waits until ns has its default
+// ServiceAccount, without which the API server refuses every pod that names
+// none (as Kubernetes' own e2e framework does before a test uses a
+// namespace).
+func waitForDefaultServiceAccount(t *testing.T, c *cluster.Cluster, ns string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(t.Context(), defaultServiceAccountTimeout)
+	defer cancel()
+	begin := time.Now()
+	for {
+		_, err := c.Client.CoreV1().ServiceAccounts(ns).Get(ctx, "default", metav1.GetOptions{})
+		if err == nil {
+			if waited := time.Since(begin); waited > 5*time.Second {
+				t.Logf("namespace %s: default ServiceAccount after %v", ns, waited.Round(time.Millisecond))
+			}
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("namespace %s: no default ServiceAccount after %v (is kube-controller-manager running? its log is under %s/logs): %v",
+				ns, defaultServiceAccountTimeout, c.StateDir, err)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
 }
 
 // dumpNamespace logs every pod's phase and conditions and every event of ns.
