@@ -83,10 +83,10 @@ type Options struct {
 	// MaxQueued more wait for a free slot, each at most QueueWait (defaults
 	// DefaultMaxQueued, DefaultQueueWait; a negative MaxQueued is no
 	// queue), before the operation starts; a waiting request costs its
-	// goroutine and connection only. Beyond the
-	// queue, or after the wait, the answer is 429 with Retry-After, and
-	// Client sends the request again. The queue keeps a burst just above
-	// MaxInFlight from paying its clients' retry backoff.
+	// goroutine and connection only. Beyond the queue, or after the wait,
+	// the answer is 429 with Retry-After, and Client sends the request
+	// again. The queue keeps a burst just above MaxInFlight from paying its
+	// clients' retry backoff.
 	MaxQueued int
 	QueueWait time.Duration
 }
@@ -111,8 +111,7 @@ func newAPI(o Orchestrator, log *slog.Logger, opts Options) *api {
 	if opts.QueueWait <= 0 {
 		opts.QueueWait = DefaultQueueWait
 	}
-	a := &api{o: o, log: log, inflight: make(chan struct{}, opts.MaxInFlight), queued: make(chan struct{}, opts.MaxQueued), queueWait: opts.QueueWait}
-	return a
+	return &api{o: o, log: log, inflight: make(chan struct{}, opts.MaxInFlight), queued: make(chan struct{}, opts.MaxQueued), queueWait: opts.QueueWait}
 }
 
 func (a *api) routes(metrics http.Handler) http.Handler {
